@@ -1,0 +1,47 @@
+import { expect, type Browser, type Page } from '@playwright/test';
+
+export const PASSWORD = 'threadline';
+
+/** Waits until the Wasm app has hydrated, so clicks reach Rust handlers. */
+export async function hydrated(page: Page) {
+  await expect(page.locator('body[data-hydrated="true"]')).toHaveCount(1);
+}
+
+export async function signIn(page: Page, email: string) {
+  await page.goto('/login');
+  await hydrated(page);
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page).toHaveURL(/\/orders$/);
+  await expect(page.getByRole('heading', { name: 'Orders' })).toBeVisible();
+  await hydrated(page);
+}
+
+/** A signed-in page in its own browser context (its own cookies). */
+export async function userPage(browser: Browser, email: string): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  (page as Page & { consoleErrors: string[] }).consoleErrors = errors;
+  await signIn(page, email);
+  return page;
+}
+
+export function consoleErrors(page: Page): string[] {
+  return (page as Page & { consoleErrors?: string[] }).consoleErrors ?? [];
+}
+
+/** A product name no other test uses. */
+export function uniqueProduct(what: string): string {
+  return `${what} ${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+export function isoDate(daysFromNow: number): string {
+  const d = new Date(Date.now() + daysFromNow * 86_400_000);
+  return d.toISOString().slice(0, 10);
+}

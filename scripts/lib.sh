@@ -1,0 +1,114 @@
+# Shared set-up steps for scripts/run, scripts/test and scripts/build.
+# Each step installs what is missing, skips what is present, and says so.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+fail() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    fail "need root to run: $* (install it yourself, then rerun)"; fi
+}
+
+APT_UPDATED=0
+apt_install() { # apt_install <command-or-path> <package>...
+  local probe=$1; shift
+  if command -v "$probe" >/dev/null 2>&1 || [ -e "$probe" ]; then return 0; fi
+  command -v apt-get >/dev/null || fail "please install: $* (no apt-get here)"
+  say "installing $* (apt)"
+  if [ "$APT_UPDATED" = 0 ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    apt_install /usr/lib/postgresql/15/bin/initdb postgresql-15
+  fi
+}
+
+ensure_wasm_target() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown Rust target"
+    rustup target add wasm32-unknown-unknown
+  fi
+}
+
+# wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly.
+ensure_wasm_bindgen() {
+  local want
+  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+  if command -v wasm-bindgen >/dev/null && [ "$(wasm-bindgen --version | awk '{print $2}')" = "$want" ]; then
+    return 0
+  fi
+  say "building wasm-bindgen-cli $want (about 2 minutes, once)"
+  # not --locked: its lockfile pins a webpki-roots release missing from the registry
+  cargo install wasm-bindgen-cli --version "=$want" --quiet
+}
+
+# Debian's binaryen (108) breaks release Wasm; npm's is current.
+ensure_wasm_opt() {
+  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ]; then
+    say "installing binaryen (wasm-opt) from npm"
+    npm install --no-audit --no-fund --silent --prefix "$ROOT" binaryen@132.0.0 >/dev/null
+  fi
+}
+
+ensure_node_packages() { # ensure_node_packages <dir>
+  local dir=$1
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    say "installing npm packages in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent)
+    touch "$dir/node_modules"
+  fi
+}
+
+# PostgreSQL refuses to run as root, so as root the embedded cluster runs as
+# the postgres user, which must be able to reach the data folder. When the
+# project sits somewhere it cannot enter (a root-only home), use a folder it can.
+choose_data_dir() { # choose_data_dir <default-dir> -> sets THREADLINE_DATA_DIR
+  local wanted=$1
+  if [ -n "${THREADLINE_DATA_DIR:-}" ]; then return 0; fi
+  export THREADLINE_DATA_DIR="$wanted"
+  if [ "$(id -u)" = 0 ] && id -u postgres >/dev/null 2>&1 \
+     && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    export THREADLINE_DATA_DIR="/var/lib/threadline/$(printf %s "$ROOT" | sha1sum | cut -c1-10)/$(basename "$wanted")"
+    mkdir -p "$THREADLINE_DATA_DIR"
+    say "the postgres user cannot enter $ROOT; keeping the database in $THREADLINE_DATA_DIR"
+  fi
+}
+
+# build_site <debug|release>: the Wasm bundle, CSS and assets under target/site
+build_site() {
+  local mode=$1 profile_dir cargo_profile
+  ensure_wasm_target
+  ensure_wasm_bindgen
+  if [ "$mode" = release ]; then cargo_profile=(--profile wasm-release); profile_dir=wasm-release
+  else cargo_profile=(); profile_dir=debug; fi
+  say "building the browser bundle ($mode)"
+  cargo build --lib --target wasm32-unknown-unknown --no-default-features --features hydrate "${cargo_profile[@]}"
+  local site="$ROOT/target/site"
+  mkdir -p "$site/pkg"
+  wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" --out-name threadline \
+    "$ROOT/target/wasm32-unknown-unknown/$profile_dir/threadline.wasm"
+  if [ "$mode" = release ]; then
+    ensure_wasm_opt
+    say "optimizing the Wasm bundle with wasm-opt"
+    "$ROOT/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals \
+      -o "$site/pkg/threadline_bg.wasm" "$site/pkg/threadline_bg.wasm"
+  fi
+  cp "$ROOT/style/main.css" "$site/pkg/threadline.css"
+  cp -r "$ROOT/public/." "$site/"
+}
+
+# build_server <debug|release>
+build_server() {
+  local mode=$1
+  say "building the server ($mode)"
+  if [ "$mode" = release ]; then cargo build --release --bin threadline --features ssr
+  else cargo build --bin threadline --features ssr; fi
+}

@@ -1,0 +1,49 @@
+//! Server functions behind the pages, one module per area. Every query is
+//! scoped to what the signed-in user may see (see `scope`).
+
+pub mod messages;
+pub mod notifications;
+pub mod orders;
+
+#[cfg(feature = "ssr")]
+pub(crate) mod scope {
+    use sqlx::postgres::{PgArguments, PgRow};
+    use sqlx::query::QueryAs;
+    use sqlx::{FromRow, Postgres};
+
+    use crate::model::SessionUser;
+
+    /// True when order `o` is visible to the user bound as `$1` (id), `$2`
+    /// (role) and `$3` (factory): admins see all, buyers their own, factory
+    /// staff their factory's.
+    pub const ORDER_VISIBLE: &str = "($2 = 'admin' or o.buyer_id = $1 or o.factory_id = $3)";
+
+    /// A query whose first three parameters are the user, for `ORDER_VISIBLE`.
+    pub fn scoped<'q, O>(sql: &'q str, user: &SessionUser) -> QueryAs<'q, Postgres, O, PgArguments>
+    where
+        O: for<'r> FromRow<'r, PgRow>,
+    {
+        sqlx::query_as(sql)
+            .bind(user.id)
+            .bind(user.role.as_str())
+            .bind(user.factory_id)
+    }
+}
+
+/// Parses an id typed into a form or URL, with a clear error.
+pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, crate::error::AppError> {
+    text.trim()
+        .parse()
+        .map_err(|_| crate::error::AppError::invalid(format!("{what} is not a valid id")))
+}
+
+/// An optional id from a form: empty means none.
+pub fn parse_optional_id(
+    text: Option<&str>,
+    what: &str,
+) -> Result<Option<uuid::Uuid>, crate::error::AppError> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => parse_id(text, what).map(Some),
+    }
+}

@@ -1,0 +1,153 @@
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::model::{Contact, Message};
+
+#[cfg(feature = "ssr")]
+const MESSAGE_SELECT: &str = "select m.id, m.sender_id, s.name as sender_name, m.recipient_id, \
+    r.name as recipient_name, m.order_id, o.number as order_number, m.body, m.read_at, m.created_at \
+    from messages m join users s on s.id = m.sender_id join users r on r.id = m.recipient_id \
+    left join orders o on o.id = m.order_id";
+
+/// Who a user may write to: admins anyone; buyers the admins and the staff
+/// of factories making their orders; factory staff the admins and the buyers
+/// of their factory's orders. `$1` is the user, `$2` the role, `$3` the factory.
+#[cfg(feature = "ssr")]
+const CONTACTS: &str = "select c.id, c.name, c.role, f.name as factory_name from users c \
+    left join factories f on f.id = c.factory_id \
+    where c.id <> $1 and ($2 = 'admin' or c.role = 'admin' \
+       or ($2 = 'buyer' and c.factory_id in (select factory_id from orders where buyer_id = $1)) \
+       or ($2 = 'factory' and c.id in (select buyer_id from orders where factory_id = $3)))";
+
+/// `inbox` (received) or `sent`.
+#[server]
+pub async fn list_messages(folder: String) -> Result<Vec<Message>, AppError> {
+    let (state, user) = crate::auth::server::require_user().await?;
+    let column = match folder.as_str() {
+        "inbox" => "recipient_id",
+        "sent" => "sender_id",
+        _ => return Err(AppError::invalid("folder must be inbox or sent")),
+    };
+    Ok(sqlx::query_as(&format!(
+        "{MESSAGE_SELECT} where m.{column} = $1 order by m.created_at desc limit 200"
+    ))
+    .bind(user.id)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+/// The messages about one order that the user sent or received (admins: all).
+#[server]
+pub async fn order_messages(order_id: Uuid) -> Result<Vec<Message>, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let visible: Option<(Uuid,)> = scoped(
+        &format!("select o.id from orders o where o.id = $4 and {ORDER_VISIBLE}"),
+        &user,
+    )
+    .bind(order_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    if visible.is_none() {
+        return Err(AppError::not_found("order"));
+    }
+    Ok(sqlx::query_as(&format!(
+        "{MESSAGE_SELECT} where m.order_id = $2 and ($3 = 'admin' or m.sender_id = $1 or m.recipient_id = $1) \
+         order by m.created_at, m.id"
+    ))
+    .bind(user.id)
+    .bind(order_id)
+    .bind(user.role.as_str())
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+#[server]
+pub async fn list_contacts() -> Result<Vec<Contact>, AppError> {
+    use crate::api::scope::scoped;
+    let (state, user) = crate::auth::server::require_user().await?;
+    Ok(
+        scoped(&format!("{CONTACTS} order by c.role, c.name"), &user)
+            .fetch_all(&state.pool)
+            .await?,
+    )
+}
+
+/// Sends a message to a contact, optionally about an order both may see.
+#[server]
+pub async fn send_message(
+    recipient_id: String,
+    order_id: Option<String>,
+    body: String,
+    client_mutation_id: Option<Uuid>,
+) -> Result<Uuid, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let body = body.trim();
+    if body.is_empty() {
+        return Err(AppError::invalid("write a message before sending"));
+    }
+    if body.chars().count() > 5000 {
+        return Err(AppError::invalid(
+            "a message must be at most 5,000 characters",
+        ));
+    }
+    let recipient_id = crate::api::parse_id(&recipient_id, "recipient")?;
+    let order_id = crate::api::parse_optional_id(order_id.as_deref(), "order")?;
+    let contact: Option<Contact> = scoped(&format!("{CONTACTS} and c.id = $4"), &user)
+        .bind(recipient_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    if contact.is_none() {
+        return Err(AppError::forbidden("you cannot message that person"));
+    }
+    if let Some(order_id) = order_id {
+        let visible: Option<(Uuid,)> = scoped(
+            &format!("select o.id from orders o where o.id = $4 and {ORDER_VISIBLE}"),
+            &user,
+        )
+        .bind(order_id)
+        .fetch_optional(&state.pool)
+        .await?;
+        if visible.is_none() {
+            return Err(AppError::not_found("order"));
+        }
+    }
+    let id = sqlx::query_scalar(
+        "insert into messages (sender_id, recipient_id, order_id, body, client_mutation_id) \
+         values ($1, $2, $3, $4, $5) returning id",
+    )
+    .bind(user.id)
+    .bind(recipient_id)
+    .bind(order_id)
+    .bind(body)
+    .bind(client_mutation_id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(id)
+}
+
+/// Marks a received message read (a read receipt for its sender).
+#[server]
+pub async fn mark_message_read(id: Uuid) -> Result<(), AppError> {
+    let (state, user) = crate::auth::server::require_user().await?;
+    let recipient: Option<Uuid> =
+        sqlx::query_scalar("select recipient_id from messages where id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await?;
+    match recipient {
+        None => Err(AppError::not_found("message")),
+        Some(recipient) if recipient != user.id => Err(AppError::forbidden(
+            "only the recipient can mark a message read",
+        )),
+        Some(_) => {
+            sqlx::query("update messages set read_at = now() where id = $1 and read_at is null")
+                .bind(id)
+                .execute(&state.pool)
+                .await?;
+            Ok(())
+        }
+    }
+}

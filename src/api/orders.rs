@@ -1,0 +1,377 @@
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::model::OrderStatus;
+use crate::model::{Factory, Order, OrderDetail, OrderUpdate};
+
+#[cfg(feature = "ssr")]
+mod queries {
+    pub const ORDER_SELECT: &str = "select o.id, o.number, o.buyer_id, b.name as buyer_name, o.factory_id, \
+        f.name as factory_name, o.product, o.quantity, o.status, o.due_date, o.notes, \
+        (select coalesce(sum(case s.status when 'done' then 100 when 'in_progress' then s.progress else 0 end), 0) / 6 \
+           from production_stages s where s.order_id = o.id)::int4 as progress, \
+        o.created_at, o.updated_at \
+        from orders o join users b on b.id = o.buyer_id left join factories f on f.id = o.factory_id";
+
+    pub const STAGE_SELECT: &str = "select s.id, s.order_id, s.stage, s.position, s.status, s.progress, \
+        s.started_at, s.completed_at from production_stages s join orders o on o.id = s.order_id";
+
+    pub const UPDATE_SELECT: &str = "select u.id, u.order_id, u.author_id, a.name as author_name, u.stage, \
+        u.text, u.created_at from order_updates u join orders o on o.id = u.order_id \
+        join users a on a.id = u.author_id";
+}
+
+#[cfg(feature = "ssr")]
+async fn visible_order(
+    pool: &sqlx::PgPool,
+    user: &crate::model::SessionUser,
+    id: Uuid,
+) -> Result<Order, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    scoped(
+        &format!(
+            "{} where o.id = $4 and {ORDER_VISIBLE}",
+            queries::ORDER_SELECT
+        ),
+        user,
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| AppError::not_found("order"))
+}
+
+/// Orders the user may see, newest first, optionally by status and product text.
+#[server]
+pub async fn list_orders(
+    status: Option<String>,
+    search: Option<String>,
+) -> Result<Vec<Order>, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let status = match status.as_deref().map(str::trim) {
+        None | Some("") | Some("all") => None,
+        Some(text) => Some(text.parse::<OrderStatus>().map_err(AppError::invalid)?),
+    };
+    let search = search
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let orders = scoped(
+        &format!(
+            "{} where {ORDER_VISIBLE} and ($4::text is null or o.status = $4) \
+             and ($5::text is null or o.product ilike '%' || $5 || '%' or ('PO-' || o.number) ilike $5) \
+             order by o.created_at desc, o.number desc limit 500",
+            queries::ORDER_SELECT
+        ),
+        &user,
+    )
+    .bind(status.map(OrderStatus::as_str))
+    .bind(search)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(orders)
+}
+
+#[server]
+pub async fn get_order(id: Uuid) -> Result<OrderDetail, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let order = visible_order(&state.pool, &user, id).await?;
+    let stages = scoped(
+        &format!(
+            "{} where s.order_id = $4 and {ORDER_VISIBLE} order by s.position",
+            queries::STAGE_SELECT
+        ),
+        &user,
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(OrderDetail { order, stages })
+}
+
+/// Buyers place orders; they start pending, without a factory.
+#[server]
+pub async fn create_order(
+    product: String,
+    quantity: String,
+    due_date: String,
+    notes: Option<String>,
+) -> Result<Uuid, AppError> {
+    use crate::model::Role;
+    let (state, user) = crate::auth::server::require_user().await?;
+    if user.role != Role::Buyer {
+        return Err(AppError::forbidden("only buyers place orders"));
+    }
+    let product = product.trim();
+    if product.is_empty() || product.chars().count() > 200 {
+        return Err(AppError::invalid("product must be 1 to 200 characters"));
+    }
+    let quantity: i32 = quantity
+        .trim()
+        .parse()
+        .ok()
+        .filter(|q| (1..=1_000_000).contains(q))
+        .ok_or_else(|| AppError::invalid("quantity must be a whole number from 1 to 1,000,000"))?;
+    let due_date = time::Date::parse(
+        due_date.trim(),
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| AppError::invalid("due date must be a date like 2026-12-31"))?;
+    if due_date < time::OffsetDateTime::now_utc().date() {
+        return Err(AppError::invalid("due date cannot be in the past"));
+    }
+    let notes = notes.unwrap_or_default();
+    if notes.chars().count() > 2000 {
+        return Err(AppError::invalid("notes must be at most 2,000 characters"));
+    }
+    let id = sqlx::query_scalar(
+        "insert into orders (buyer_id, product, quantity, due_date, notes) values ($1, $2, $3, $4, $5) returning id",
+    )
+    .bind(user.id)
+    .bind(product)
+    .bind(quantity)
+    .bind(due_date)
+    .bind(notes.trim())
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(id)
+}
+
+/// Moves an order along the state machine, as far as the user's role allows.
+#[server]
+pub async fn set_order_status(
+    id: Uuid,
+    status: String,
+    client_mutation_id: Option<Uuid>,
+) -> Result<(), AppError> {
+    let (state, user) = crate::auth::server::require_user().await?;
+    let to: OrderStatus = status.trim().parse().map_err(AppError::invalid)?;
+    let order = visible_order(&state.pool, &user, id).await?;
+    if !order.status.can_become(to) {
+        return Err(AppError::invalid(format!(
+            "an order that is {} cannot become {}",
+            order.status.label().to_lowercase(),
+            to.label().to_lowercase()
+        )));
+    }
+    if !OrderStatus::may_set(user.role, order.status, to) {
+        return Err(AppError::forbidden(format!(
+            "a {} cannot mark an order {}",
+            user.role.label().to_lowercase(),
+            to.label().to_lowercase()
+        )));
+    }
+    let changed = sqlx::query(
+        "update orders set status = $2, client_mutation_id = $4 where id = $1 and status = $3",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .bind(order.status.as_str())
+    .bind(client_mutation_id)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(AppError::Conflict(
+            "the order changed meanwhile; reload and try again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Admins assign a factory; a pending order becomes confirmed.
+#[server]
+pub async fn assign_factory(id: Uuid, factory_id: String) -> Result<(), AppError> {
+    use crate::model::Role;
+    let (state, user) = crate::auth::server::require_user().await?;
+    if user.role != Role::Admin {
+        return Err(AppError::forbidden(
+            "only admins assign orders to factories",
+        ));
+    }
+    let factory_id = crate::api::parse_id(&factory_id, "factory")?;
+    visible_order(&state.pool, &user, id).await?;
+    let known: bool = sqlx::query_scalar("select exists (select 1 from factories where id = $1)")
+        .bind(factory_id)
+        .fetch_one(&state.pool)
+        .await?;
+    if !known {
+        return Err(AppError::not_found("factory"));
+    }
+    sqlx::query(
+        "update orders set factory_id = $2, \
+         status = case when status = 'pending' then 'confirmed' else status end where id = $1",
+    )
+    .bind(id)
+    .bind(factory_id)
+    .execute(&state.pool)
+    .await?;
+    Ok(())
+}
+
+#[server]
+pub async fn list_factories() -> Result<Vec<Factory>, AppError> {
+    let (state, _user) = crate::auth::server::require_user().await?;
+    Ok(
+        sqlx::query_as("select id, name from factories order by name")
+            .fetch_all(&state.pool)
+            .await?,
+    )
+}
+
+/// Factory staff (or admins) move production on: the stage in progress is
+/// completed, or else the next stage starts.
+#[server]
+pub async fn advance_stage(
+    order_id: Uuid,
+    client_mutation_id: Option<Uuid>,
+) -> Result<(), AppError> {
+    use crate::model::{Role, StageStatus};
+    let (state, user) = crate::auth::server::require_user().await?;
+    if user.role == Role::Buyer {
+        return Err(AppError::forbidden(
+            "only factory staff move production stages",
+        ));
+    }
+    visible_order(&state.pool, &user, order_id).await?;
+    let current: Option<(Uuid, String, String)> = sqlx::query_as(
+        "select id, stage, status from production_stages where order_id = $1 and status <> 'done' \
+         order by position limit 1",
+    )
+    .bind(order_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((stage_id, _stage, status)) = current else {
+        return Err(AppError::invalid("every production stage is already done"));
+    };
+    let next = if status == StageStatus::Pending.as_str() {
+        StageStatus::InProgress
+    } else {
+        StageStatus::Done
+    };
+    let changed = sqlx::query(
+        "update production_stages set status = $2, client_mutation_id = $4 where id = $1 and status = $3",
+    )
+    .bind(stage_id)
+    .bind(next.as_str())
+    .bind(&status)
+    .bind(client_mutation_id)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(AppError::Conflict(
+            "the stage changed meanwhile; reload and try again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Progress of the stage in progress, in percent.
+#[server]
+pub async fn set_stage_progress(
+    stage_id: Uuid,
+    progress: String,
+    client_mutation_id: Option<Uuid>,
+) -> Result<(), AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    use crate::model::Role;
+    let (state, user) = crate::auth::server::require_user().await?;
+    if user.role == Role::Buyer {
+        return Err(AppError::forbidden(
+            "only factory staff report production progress",
+        ));
+    }
+    let progress: i16 = progress
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|p| (0..=100).contains(p))
+        .ok_or_else(|| AppError::invalid("progress must be a whole number from 0 to 100"))?;
+    let visible: Option<(Uuid,)> = scoped(
+        &format!("select s.id from production_stages s join orders o on o.id = s.order_id where s.id = $4 and {ORDER_VISIBLE}"),
+        &user,
+    )
+    .bind(stage_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    if visible.is_none() {
+        return Err(AppError::not_found("production stage"));
+    }
+    sqlx::query(
+        "update production_stages set progress = $2, client_mutation_id = $3 where id = $1",
+    )
+    .bind(stage_id)
+    .bind(progress)
+    .bind(client_mutation_id)
+    .execute(&state.pool)
+    .await?;
+    Ok(())
+}
+
+#[server]
+pub async fn list_order_updates(order_id: Uuid) -> Result<Vec<OrderUpdate>, AppError> {
+    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    let (state, user) = crate::auth::server::require_user().await?;
+    visible_order(&state.pool, &user, order_id).await?;
+    Ok(scoped(
+        &format!(
+            "{} where u.order_id = $4 and {ORDER_VISIBLE} order by u.created_at desc, u.id",
+            queries::UPDATE_SELECT
+        ),
+        &user,
+    )
+    .bind(order_id)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+/// Factory staff and admins post to an order's production feed.
+#[server]
+pub async fn post_order_update(
+    order_id: Uuid,
+    text: String,
+    stage: Option<String>,
+    client_mutation_id: Option<Uuid>,
+) -> Result<Uuid, AppError> {
+    use crate::model::{Role, Stage};
+    let (state, user) = crate::auth::server::require_user().await?;
+    if user.role == Role::Buyer {
+        return Err(AppError::forbidden(
+            "only factory staff post production updates; send the factory a message instead",
+        ));
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(AppError::invalid("write something to post"));
+    }
+    if text.chars().count() > 5000 {
+        return Err(AppError::invalid(
+            "an update must be at most 5,000 characters",
+        ));
+    }
+    let stage = match stage.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<Stage>().map_err(AppError::invalid)?),
+    };
+    let order = visible_order(&state.pool, &user, order_id).await?;
+    if matches!(order.status, OrderStatus::Cancelled) {
+        return Err(AppError::invalid("this order was cancelled"));
+    }
+    let id = sqlx::query_scalar(
+        "insert into order_updates (order_id, author_id, stage, text, client_mutation_id) \
+         values ($1, $2, $3, $4, $5) returning id",
+    )
+    .bind(order_id)
+    .bind(user.id)
+    .bind(stage.map(Stage::as_str))
+    .bind(text)
+    .bind(client_mutation_id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,169 @@
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{A, Redirect, Route, Router, Routes};
+use leptos_router::path;
+
+use crate::auth::api::{Login, Logout};
+use crate::components::connection_status::ConnectionStatusIndicator;
+use crate::components::notification_bell::NotificationBell;
+use crate::model::SessionUser;
+use crate::routes::login::LoginPage;
+use crate::routes::messages::MessagesPage;
+use crate::routes::order_detail::OrderDetailPage;
+use crate::routes::orders::OrdersPage;
+
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// Who is signed in. The server resolves it from the session cookie for each
+/// page request and hands it to the browser with the page, so it is known
+/// synchronously on both sides; signing in or out updates it.
+#[derive(Clone, Copy)]
+pub struct Session {
+    pub user: RwSignal<Option<SessionUser>>,
+    pub login: ServerAction<Login>,
+    pub logout: ServerAction<Logout>,
+}
+
+fn user_of_this_request() -> Option<SessionUser> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<SessionUser>().cloned())
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        None
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let user = RwSignal::new(SharedValue::new(user_of_this_request).into_inner());
+    let login = ServerAction::<Login>::new();
+    let logout = ServerAction::<Logout>::new();
+    provide_context(Session {
+        user,
+        login,
+        logout,
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/threadline.css"/>
+        <Title text="Threadline"/>
+        <Router>
+            <SessionRedirects/>
+            <Header/>
+            <main class="page">
+                <Routes fallback=|| view! { <NotFound/> }>
+                    <Route path=path!("/") view=|| view! { <Redirect path="/orders"/> }/>
+                    <Route path=path!("/login") view=LoginPage/>
+                    <Route path=path!("/orders") view=|| view! { <SignedIn><OrdersPage/></SignedIn> }/>
+                    <Route path=path!("/orders/:id") view=|| view! { <SignedIn><OrderDetailPage/></SignedIn> }/>
+                    <Route path=path!("/messages") view=|| view! { <SignedIn><MessagesPage/></SignedIn> }/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// After signing in or out in the browser, update the session and move on.
+#[component]
+fn SessionRedirects() -> impl IntoView {
+    let session = expect_context::<Session>();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(user)) = session.login.value().get() {
+            session.user.set(Some(user));
+            navigate("/orders", Default::default());
+        }
+    });
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = session.logout.value().get() {
+            session.user.set(None);
+            navigate("/login", Default::default());
+        }
+    });
+}
+
+/// The signed-in user, for components under [`SignedIn`].
+pub fn use_user() -> SessionUser {
+    expect_context::<SessionUser>()
+}
+
+/// Renders its children for a signed-in user (given to them as context) and
+/// sends visitors to the sign-in page.
+#[component]
+fn SignedIn(children: ChildrenFn) -> impl IntoView {
+    let session = expect_context::<Session>();
+    move || match session.user.get() {
+        Some(user) => {
+            provide_context(user);
+            children().into_any()
+        }
+        None => view! { <Redirect path="/login"/> }.into_any(),
+    }
+}
+
+#[component]
+fn Header() -> impl IntoView {
+    let session = expect_context::<Session>();
+    view! {
+        <header class="topbar">
+            <A href="/orders" attr:class="brand">
+                <span class="brand-mark" aria-hidden="true">"◆"</span>
+                "Threadline"
+            </A>
+            {move || session.user.get().map(|user| view! {
+                <nav class="mainnav" aria-label="Main">
+                    <A href="/orders">"Orders"</A>
+                    <A href="/messages">"Messages"</A>
+                </nav>
+                <div class="topbar-right">
+                    <ConnectionStatusIndicator/>
+                    <NotificationBell/>
+                    <span class="whoami" title=user.email.clone()>
+                        <span class="whoami-name">{user.name.clone()}</span>
+                        <span class="role-tag">{user.role.label()}</span>
+                    </span>
+                    <ActionForm action=session.logout attr:class="inline-form">
+                        <button type="submit" class="button ghost">"Sign out"</button>
+                    </ActionForm>
+                </div>
+            })}
+        </header>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <section class="card narrow">
+            <h1>"Page not found"</h1>
+            <p>"There is nothing at this address. " <A href="/orders">"Go to your orders"</A></p>
+        </section>
+    }
+}

@@ -1,0 +1,161 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::messages::{MarkMessageRead, SendMessage, list_contacts, list_messages};
+use crate::api::orders::list_orders;
+use crate::components::status_badge::{FormError, action_error};
+use crate::model::{Message, format_timestamp};
+
+/// The communication center: inbox, sent and compose.
+#[component]
+pub fn MessagesPage() -> impl IntoView {
+    let query = use_query_map();
+    let tab = move || query.read().get("tab").unwrap_or_else(|| "inbox".into());
+    let send = ServerAction::<SendMessage>::new();
+    let mark_read = ServerAction::<MarkMessageRead>::new();
+
+    view! {
+        <Title text="Messages · Threadline"/>
+        <div class="page-head"><h1>"Messages"</h1></div>
+        <nav class="tabs" aria-label="Folders">
+            <TabLink name="inbox" label="Inbox" current=Signal::derive(tab)/>
+            <TabLink name="sent" label="Sent" current=Signal::derive(tab)/>
+            <TabLink name="compose" label="Compose" current=Signal::derive(tab)/>
+        </nav>
+        {move || match tab().as_str() {
+            "sent" => view! { <Folder folder="sent" send mark_read/> }.into_any(),
+            "compose" => view! { <Compose send/> }.into_any(),
+            _ => view! { <Folder folder="inbox" send mark_read/> }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn TabLink(name: &'static str, label: &'static str, current: Signal<String>) -> impl IntoView {
+    let selected = move || current.get() == name;
+    view! {
+        <A href=format!("/messages?tab={name}") attr:class=move || if selected() { "tab selected" } else { "tab" }
+            attr:aria-current=move || selected().then_some("page")>{label}</A>
+    }
+}
+
+#[component]
+fn Folder(
+    folder: &'static str,
+    send: ServerAction<SendMessage>,
+    mark_read: ServerAction<MarkMessageRead>,
+) -> impl IntoView {
+    let messages = Resource::new(
+        move || (send.version().get(), mark_read.version().get()),
+        move |_| list_messages(folder.to_string()),
+    );
+    let error = action_error(mark_read);
+    let sent_ok = move || folder == "sent" && matches!(send.value().get(), Some(Ok(_)));
+    view! {
+        <Show when=sent_ok><p class="success" role="status">"Message sent."</p></Show>
+        <FormError message=error/>
+        <Transition fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
+            {move || messages.get().map(|result| match result {
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                Ok(list) if list.is_empty() => view! {
+                    <p class="empty">{if folder == "inbox" { "Your inbox is empty." } else { "You have not sent any messages." }}</p>
+                }.into_any(),
+                Ok(list) => view! {
+                    <ul class="message-list" data-folder=folder>
+                        {list.into_iter().map(|m| view! { <MessageRow message=m folder mark_read/> }).collect_view()}
+                    </ul>
+                }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn MessageRow(
+    message: Message,
+    folder: &'static str,
+    mark_read: ServerAction<MarkMessageRead>,
+) -> impl IntoView {
+    let unread = message.read_at.is_none();
+    let id = message.id;
+    let inbox = folder == "inbox";
+    let who = if inbox {
+        format!("From {}", message.sender_name)
+    } else {
+        format!("To {}", message.recipient_name)
+    };
+    view! {
+        <li class="message" class:unread=move || inbox && unread data-message-id=id.to_string()>
+            <div class="message-meta">
+                <strong>{who}</strong>
+                {message.order_id.zip(message.order_number).map(|(order_id, number)| view! {
+                    <A href=format!("/orders/{order_id}") attr:class="tag">{format!("PO-{number}")}</A>
+                })}
+                <span class="muted small">{format_timestamp(message.created_at)}</span>
+            </div>
+            <p class="message-body">{message.body.clone()}</p>
+            <div class="message-foot">
+                {if inbox {
+                    unread.then(|| view! {
+                        <button type="button" class="link-button"
+                            on:click=move |_| { mark_read.dispatch(MarkMessageRead { id }); }
+                        >"Mark read"</button>
+                    }).into_any()
+                } else {
+                    view! {
+                        <span class="receipt small">{match message.read_at {
+                            Some(at) => format!("Read {}", format_timestamp(at)),
+                            None => "Sent · not read yet".to_string(),
+                        }}</span>
+                    }.into_any()
+                }}
+            </div>
+        </li>
+    }
+}
+
+#[component]
+fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
+    let contacts = Resource::new(|| (), |_| list_contacts());
+    let orders = Resource::new(|| (), |_| list_orders(None, None));
+    let error = action_error(send);
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if matches!(send.value().get(), Some(Ok(_))) {
+            navigate("/messages?tab=sent", Default::default());
+        }
+    });
+    view! {
+        <section class="card compose">
+            <ActionForm action=send attr:class="stack">
+                <label for="compose-to">"To"</label>
+                <select id="compose-to" name="recipient_id" required>
+                        <option value="">"Choose a person…"</option>
+                        <Transition fallback=|| ()>
+                            {move || contacts.get().and_then(Result::ok).map(|list| list.into_iter().map(|c| {
+                                let label = match &c.factory_name {
+                                    Some(f) => format!("{} ({})", c.name, f),
+                                    None => format!("{} ({})", c.name, c.role.label()),
+                                };
+                                view! { <option value=c.id.to_string()>{label}</option> }
+                            }).collect_view())}
+                        </Transition>
+                </select>
+                <label for="compose-order">"About order (optional)"</label>
+                <select id="compose-order" name="order_id">
+                        <option value="">"No order"</option>
+                        <Transition fallback=|| ()>
+                            {move || orders.get().and_then(Result::ok).map(|list| list.into_iter().map(|o| view! {
+                                <option value=o.id.to_string()>{format!("{} · {}", o.label(), o.product)}</option>
+                            }).collect_view())}
+                        </Transition>
+                </select>
+                <label>"Message"<textarea name="body" rows="5" maxlength="5000"></textarea></label>
+                <FormError message=error/>
+                <button type="submit" class="button primary">"Send message"</button>
+            </ActionForm>
+        </section>
+    }
+}

@@ -1,0 +1,124 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::{A, Form};
+use leptos_router::hooks::use_query_map;
+
+use crate::api::orders::{CreateOrder, list_orders};
+use crate::app::use_user;
+use crate::components::status_badge::{FormError, OrderStatusBadge, ProgressBar, action_error};
+use crate::model::{OrderStatus, Role, format_date};
+
+#[component]
+pub fn OrdersPage() -> impl IntoView {
+    let user = use_user();
+    let query = use_query_map();
+    let status = move || query.read().get("status").filter(|s| !s.is_empty());
+    let search = move || query.read().get("q").filter(|s| !s.is_empty());
+    let create = ServerAction::<CreateOrder>::new();
+    let orders = Resource::new(
+        move || (status(), search(), create.version().get()),
+        |(status, search, _)| list_orders(status, search),
+    );
+    let is_buyer = user.role == Role::Buyer;
+
+    view! {
+        <Title text="Orders · Threadline"/>
+        <div class="page-head">
+            <h1>"Orders"</h1>
+            <Form method="GET" action="" attr:class="search">
+                <input type="hidden" name="status" prop:value=move || status().unwrap_or_default()/>
+                <input type="search" name="q" placeholder="Search product or PO number"
+                    aria-label="Search orders" prop:value=move || search().unwrap_or_default()/>
+            </Form>
+        </div>
+        <nav class="filters" aria-label="Filter by status">
+            <StatusFilter value=None current=Signal::derive(status)/>
+            {OrderStatus::ALL.iter().map(|s| view! { <StatusFilter value=Some(*s) current=Signal::derive(status)/> }).collect_view()}
+        </nav>
+        {is_buyer.then(|| view! { <NewOrderForm create/> })}
+        <Transition fallback=|| view! { <p class="muted">"Loading orders…"</p> }>
+            {move || orders.get().map(|result| match result {
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                Ok(list) if list.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
+                Ok(list) => view! {
+                    <table class="orders-table">
+                        <thead>
+                            <tr>
+                                <th scope="col">"Order"</th>
+                                <th scope="col">"Product"</th>
+                                <th scope="col" class="num">"Qty"</th>
+                                <th scope="col">"Buyer"</th>
+                                <th scope="col">"Factory"</th>
+                                <th scope="col">"Status"</th>
+                                <th scope="col">"Production"</th>
+                                <th scope="col">"Due"</th>
+                            </tr>
+                        </thead>
+                        <tbody>
+                            {list.into_iter().map(|o| {
+                                let label = o.label();
+                                let progress_label = format!("{label} production");
+                                view! {
+                                <tr data-order-id=o.id.to_string()>
+                                    <td><A href=format!("/orders/{}", o.id)>{label}</A></td>
+                                    <td class="product">{o.product.clone()}</td>
+                                    <td class="num">{o.quantity}</td>
+                                    <td>{o.buyer_name.clone()}</td>
+                                    <td>{o.factory_name.clone().unwrap_or_else(|| "—".into())}</td>
+                                    <td><OrderStatusBadge status=o.status/></td>
+                                    <td><ProgressBar percent=o.progress label=progress_label/></td>
+                                    <td>{format_date(o.due_date)}</td>
+                                </tr>
+                            }}).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn StatusFilter(value: Option<OrderStatus>, current: Signal<Option<String>>) -> impl IntoView {
+    let href = match value {
+        Some(s) => format!("/orders?status={}", s.as_str()),
+        None => "/orders".to_string(),
+    };
+    let selected = move || current.get().as_deref() == value.map(OrderStatus::as_str);
+    view! {
+        <A href=href attr:class=move || if selected() { "chip selected" } else { "chip" }
+            attr:aria-current=move || selected().then_some("page")>
+            {value.map(OrderStatus::label).unwrap_or("All")}
+        </A>
+    }
+}
+
+#[component]
+fn NewOrderForm(create: ServerAction<CreateOrder>) -> impl IntoView {
+    let error = action_error(create);
+    let created = move || matches!(create.value().get(), Some(Ok(_)));
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if created() {
+            if let Some(form) = form.get() {
+                form.reset();
+            }
+        }
+    });
+    view! {
+        <details class="card new-order">
+            <summary>"New order"</summary>
+            <ActionForm action=create node_ref=form attr:class="grid-form">
+                <label>"Product"<input name="product" required maxlength="200" placeholder="e.g. Organic cotton tee"/></label>
+                <label>"Quantity"<input name="quantity" type="number" step="1" required/></label>
+                <label>"Due date"<input name="due_date" type="date" required/></label>
+                <label class="wide">"Notes"<textarea name="notes" rows="2" maxlength="2000"></textarea></label>
+                <div class="wide form-actions">
+                    <FormError message=error/>
+                    <Show when=created><p class="success" role="status">"Order placed."</p></Show>
+                    <button type="submit" class="button primary">"Place order"</button>
+                </div>
+            </ActionForm>
+        </details>
+    }
+}

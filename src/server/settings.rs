@@ -1,0 +1,200 @@
+//! Runtime settings: `Leptos.toml`, then environment variables on top.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use leptos::config::LeptosOptions;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub site_addr: SocketAddr,
+    pub site_root: String,
+    pub output_name: String,
+    pub data_dir: PathBuf,
+    pub embedded_postgres_port: u16,
+    pub database_max_connections: u32,
+    pub session_days: i64,
+    pub token_minutes: i64,
+    pub secure_cookies: bool,
+    /// Only from the environment: the external database, if any.
+    #[serde(skip)]
+    pub database_url: Option<String>,
+    /// Only from the environment: load demo data into any database.
+    #[serde(skip)]
+    pub demo: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            site_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            site_root: "target/site".into(),
+            output_name: "threadline".into(),
+            data_dir: PathBuf::from(".data"),
+            embedded_postgres_port: 54329,
+            database_max_connections: 20,
+            session_days: 14,
+            token_minutes: 60,
+            secure_cookies: false,
+            database_url: None,
+            demo: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Reads `THREADLINE_CONFIG` or `./Leptos.toml` (defaults if absent),
+    /// then applies environment overrides.
+    pub fn load() -> Result<Settings, SettingsError> {
+        let explicit = std::env::var_os("THREADLINE_CONFIG").map(PathBuf::from);
+        let path = explicit
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("Leptos.toml"));
+        let mut settings = match std::fs::read_to_string(&path) {
+            Ok(text) => Settings::parse(&text, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+                Settings::default()
+            }
+            Err(source) => return Err(SettingsError::Read { path, source }),
+        };
+        settings.apply_env(|name| std::env::var(name).ok())?;
+        Ok(settings)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, SettingsError> {
+        toml::from_str(text).map_err(|source| SettingsError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        let s = &mut self.server;
+        override_from(&var, "LEPTOS_SITE_ADDR", &mut s.site_addr)?;
+        override_from(&var, "LEPTOS_SITE_ROOT", &mut s.site_root)?;
+        override_from(&var, "LEPTOS_OUTPUT_NAME", &mut s.output_name)?;
+        override_from(&var, "THREADLINE_DATA_DIR", &mut s.data_dir)?;
+        override_from(&var, "THREADLINE_PG_PORT", &mut s.embedded_postgres_port)?;
+        override_from(
+            &var,
+            "THREADLINE_DB_MAX_CONNECTIONS",
+            &mut s.database_max_connections,
+        )?;
+        override_from(&var, "THREADLINE_SESSION_DAYS", &mut s.session_days)?;
+        override_from(&var, "THREADLINE_TOKEN_MINUTES", &mut s.token_minutes)?;
+        override_from(&var, "THREADLINE_SECURE_COOKIES", &mut s.secure_cookies)?;
+        s.database_url = var("DATABASE_URL").filter(|url| !url.trim().is_empty());
+        if let Some(value) = var("THREADLINE_DEMO") {
+            s.demo = match value.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                _ => {
+                    return Err(SettingsError::Env {
+                        name: "THREADLINE_DEMO",
+                        value,
+                        reason: "use 1 or 0".into(),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    pub fn leptos_options(&self) -> LeptosOptions {
+        LeptosOptions::builder()
+            .output_name(self.server.output_name.as_str())
+            .site_root(self.server.site_root.as_str())
+            .site_pkg_dir("pkg")
+            .site_addr(self.server.site_addr)
+            .build()
+    }
+}
+
+fn override_from<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    target: &mut T,
+) -> Result<(), SettingsError>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(value) = var(name) {
+        *target = value.parse().map_err(|e: T::Err| SettingsError::Env {
+            name,
+            value: value.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_project_leptos_toml_parses() {
+        let text = include_str!("../../Leptos.toml");
+        let settings = Settings::parse(text, Path::new("Leptos.toml"));
+        assert!(settings.is_ok(), "{settings:?}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut settings = Settings::default();
+        let env = |name: &str| match name {
+            "LEPTOS_SITE_ADDR" => Some("0.0.0.0:8080".to_string()),
+            "THREADLINE_DEMO" => Some("1".to_string()),
+            _ => None,
+        };
+        assert!(settings.apply_env(env).is_ok());
+        assert_eq!(settings.server.site_addr.port(), 8080);
+        assert!(settings.server.demo);
+    }
+
+    #[test]
+    fn a_bad_environment_value_is_named_in_the_error() {
+        let mut settings = Settings::default();
+        let err = settings
+            .apply_env(|name| (name == "THREADLINE_PG_PORT").then(|| "seventy".to_string()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("THREADLINE_PG_PORT"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let parsed = Settings::parse("[server]\nsite-adr = \"x\"\n", Path::new("Leptos.toml"));
+        assert!(parsed.is_err());
+    }
+}
