@@ -53,14 +53,11 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             resolve_session,
-        ));
+        ))
+        .route_layer(axum::middleware::map_response(server_fn_error_status));
     Router::new()
         .route("/api/auth/token", post(crate::auth::server::issue_token))
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/api/{*fn_name}",
-            post(server_fn_handler).get(server_fn_handler),
-        )
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
@@ -69,31 +66,36 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Finds who a page request is from, once, for the app to render with.
+/// Finds who a page request is from, once, for the app to render with, and
+/// sends visitors to the sign-in page (before any HTML is streamed).
 async fn resolve_session(
     State(state): State<AppState>,
     mut request: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let public = path == "/login";
     match crate::auth::server::user_from_headers(&state, request.headers()).await {
         Ok(Some(user)) => {
             request.extensions_mut().insert(user);
         }
+        Ok(None) if !public => return axum::response::Redirect::to("/login").into_response(),
         Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, "page request without a usable session"),
+        Err(e) if !public => {
+            tracing::debug!(error = %e, "page request without a usable session");
+            return axum::response::Redirect::to("/login").into_response();
+        }
+        Err(_) => {}
     }
     next.run(request).await
 }
 
-/// Runs a server function and gives its error the HTTP status it stands for
-/// (server functions otherwise answer every error with 500).
-async fn server_fn_handler(State(state): State<AppState>, request: Request<Body>) -> Response {
-    let response = leptos_axum::handle_server_fns_with_context(
-        move || provide_context(state.clone()),
-        request,
-    )
-    .await
-    .into_response();
+/// Server functions answer every error with 500; give our errors the HTTP
+/// status they stand for, so HTTP clients can rely on it.
+async fn server_fn_error_status(response: Response) -> Response {
     if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
         return response;
     }
