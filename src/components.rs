@@ -1,3 +1,4 @@
+pub mod badges;
 pub mod connection_status;
+pub mod form_feedback;
 pub mod notification_bell;
-pub mod status_badge;

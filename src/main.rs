@@ -88,10 +88,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"));
     db.pool.close().await;
-    if let (Some(embedded), true) = (&db.embedded, db.started_embedded) {
-        if let Err(e) = embedded.stop().await {
-            tracing::error!("stopping the embedded PostgreSQL failed: {e}");
-        }
+    if let (Some(embedded), true) = (&db.embedded, db.started_embedded)
+        && let Err(e) = embedded.stop().await
+    {
+        tracing::error!("stopping the embedded PostgreSQL failed: {e}");
     }
     served
 }

@@ -26,14 +26,21 @@ fn products(reply: &common::Reply) -> Vec<String> {
         .map(|orders| {
             orders
                 .iter()
-                .filter_map(|o| o.get("product").and_then(|p| p.as_str()).map(str::to_string))
+                .filter_map(|o| {
+                    o.get("product")
+                        .and_then(|p| p.as_str())
+                        .map(str::to_string)
+                })
                 .collect()
         })
         .unwrap_or_default()
 }
 
 fn list_all() -> ListOrders {
-    ListOrders { status: None, search: None }
+    ListOrders {
+        status: None,
+        search: None,
+    }
 }
 
 #[sqlx::test]
@@ -42,12 +49,18 @@ async fn each_role_lists_exactly_the_orders_it_may_see(pool: PgPool) {
     let buyer = products(&app.call(Some(BUYER), &list_all()).await);
     assert_eq!(buyer.len(), 7);
     assert!(buyer.contains(&"Merino crewneck sweater".to_string()));
-    assert!(!buyer.contains(&"Wool overcoat".to_string()), "buyer2's order leaked");
+    assert!(
+        !buyer.contains(&"Wool overcoat".to_string()),
+        "buyer2's order leaked"
+    );
 
     let factory2 = products(&app.call(Some(FACTORY2), &list_all()).await);
     let mut factory2_sorted = factory2.clone();
     factory2_sorted.sort();
-    assert_eq!(factory2_sorted, vec!["Canvas tote bag", "Performance running shorts"]);
+    assert_eq!(
+        factory2_sorted,
+        vec!["Canvas tote bag", "Performance running shorts"]
+    );
 
     let admin = products(&app.call(Some(ADMIN), &list_all()).await);
     assert_eq!(admin.len(), 10);
@@ -78,15 +91,22 @@ async fn a_buyer_cannot_move_production(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let sweater = app.order_id("Merino crewneck sweater").await;
     let reply = app
-        .call(Some(BUYER), &AdvanceStage { order_id: sweater, client_mutation_id: None })
+        .call(
+            Some(BUYER),
+            &AdvanceStage {
+                order_id: sweater,
+                client_mutation_id: None,
+            },
+        )
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    let sewing: String =
-        sqlx::query_scalar("select status from production_stages where order_id = $1 and stage = 'sewing'")
-            .bind(sweater)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap_or_default();
+    let sewing: String = sqlx::query_scalar(
+        "select status from production_stages where order_id = $1 and stage = 'sewing'",
+    )
+    .bind(sweater)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap_or_default();
     assert_eq!(sewing, "in_progress");
 }
 
@@ -95,13 +115,24 @@ async fn factory_staff_cannot_touch_another_factorys_order(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let shorts = app.order_id("Performance running shorts").await;
     let reply = app
-        .call(Some(FACTORY), &AdvanceStage { order_id: shorts, client_mutation_id: None })
+        .call(
+            Some(FACTORY),
+            &AdvanceStage {
+                order_id: shorts,
+                client_mutation_id: None,
+            },
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let reply = app
         .call(
             Some(FACTORY),
-            &PostOrderUpdate { order_id: shorts, text: "hello".into(), stage: None, client_mutation_id: None },
+            &PostOrderUpdate {
+                order_id: shorts,
+                text: "hello".into(),
+                stage: None,
+                client_mutation_id: None,
+            },
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -111,15 +142,25 @@ async fn factory_staff_cannot_touch_another_factorys_order(pool: PgPool) {
 async fn advancing_completes_the_current_stage_then_starts_the_next(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let sweater = app.order_id("Merino crewneck sweater").await;
-    let advance = AdvanceStage { order_id: sweater, client_mutation_id: None };
-    assert_eq!(app.call(Some(FACTORY), &advance).await.status, StatusCode::OK);
-    assert_eq!(app.call(Some(FACTORY), &advance).await.status, StatusCode::OK);
-    let statuses: Vec<(String, String)> =
-        sqlx::query_as("select stage, status from production_stages where order_id = $1 order by position")
-            .bind(sweater)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap_or_default();
+    let advance = AdvanceStage {
+        order_id: sweater,
+        client_mutation_id: None,
+    };
+    assert_eq!(
+        app.call(Some(FACTORY), &advance).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(Some(FACTORY), &advance).await.status,
+        StatusCode::OK
+    );
+    let statuses: Vec<(String, String)> = sqlx::query_as(
+        "select stage, status from production_stages where order_id = $1 order by position",
+    )
+    .bind(sweater)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap_or_default();
     assert_eq!(statuses[1], ("sewing".into(), "done".into()));
     assert_eq!(statuses[2], ("finishing".into(), "in_progress".into()));
 }
@@ -131,11 +172,18 @@ async fn the_state_machine_refuses_skipping_steps(pool: PgPool) {
     let reply = app
         .call(
             Some(ADMIN),
-            &SetOrderStatus { id: pending, status: "shipped".into(), client_mutation_id: None },
+            &SetOrderStatus {
+                id: pending,
+                status: "shipped".into(),
+                client_mutation_id: None,
+            },
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(reply.message(), "an order that is pending cannot become shipped");
+    assert_eq!(
+        reply.message(),
+        "an order that is pending cannot become shipped"
+    );
 
     // the rule holds for every writer, not just the app
     let direct = sqlx::query("update orders set status = 'delivered' where id = $1")
@@ -143,7 +191,10 @@ async fn the_state_machine_refuses_skipping_steps(pool: PgPool) {
         .execute(&app.pool)
         .await;
     let message = direct.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(message.contains("invalid status change from pending to delivered"), "{message}");
+    assert!(
+        message.contains("invalid status change from pending to delivered"),
+        "{message}"
+    );
 }
 
 #[sqlx::test]
@@ -155,7 +206,10 @@ async fn a_stage_cannot_start_before_the_previous_one_is_done(pool: PgPool) {
         .execute(&app.pool)
         .await;
     let message = jumped.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(message.contains("cannot start before the previous stage is done"), "{message}");
+    assert!(
+        message.contains("cannot start before the previous stage is done"),
+        "{message}"
+    );
 }
 
 #[sqlx::test]
@@ -165,14 +219,25 @@ async fn a_buyer_may_cancel_only_while_pending(pool: PgPool) {
     let reply = app
         .call(
             Some(BUYER),
-            &SetOrderStatus { id: confirmed, status: "cancelled".into(), client_mutation_id: None },
+            &SetOrderStatus {
+                id: confirmed,
+                status: "cancelled".into(),
+                client_mutation_id: None,
+            },
         )
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
 
     let pending = app.order_id("Organic cotton crew tee").await;
     let reply = app
-        .call(Some(BUYER), &SetOrderStatus { id: pending, status: "cancelled".into(), client_mutation_id: None })
+        .call(
+            Some(BUYER),
+            &SetOrderStatus {
+                id: pending,
+                status: "cancelled".into(),
+                client_mutation_id: None,
+            },
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let status: String = sqlx::query_scalar("select status from orders where id = $1")
@@ -187,10 +252,31 @@ async fn a_buyer_may_cancel_only_while_pending(pool: PgPool) {
 async fn assigning_a_factory_confirms_the_order_and_tells_its_staff(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let pending = app.order_id("Organic cotton crew tee").await;
-    let factory_id = app.user(FACTORY).await.factory_id.map(|f| f.to_string()).unwrap_or_default();
-    let by_buyer = app.call(Some(BUYER), &AssignFactory { id: pending, factory_id: factory_id.clone() }).await;
+    let factory_id = app
+        .user(FACTORY)
+        .await
+        .factory_id
+        .map(|f| f.to_string())
+        .unwrap_or_default();
+    let by_buyer = app
+        .call(
+            Some(BUYER),
+            &AssignFactory {
+                id: pending,
+                factory_id: factory_id.clone(),
+            },
+        )
+        .await;
     assert_eq!(by_buyer.status, StatusCode::FORBIDDEN);
-    let reply = app.call(Some(ADMIN), &AssignFactory { id: pending, factory_id }).await;
+    let reply = app
+        .call(
+            Some(ADMIN),
+            &AssignFactory {
+                id: pending,
+                factory_id,
+            },
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     let detail = app.call(Some(FACTORY), &GetOrder { id: pending }).await;
     assert_eq!(detail.body["order"]["status"], "confirmed");
@@ -216,21 +302,44 @@ async fn bad_order_input_is_refused_with_a_clear_message(pool: PgPool) {
         notes: None,
     };
     let cases = [
-        (order("Tee", "-5", "2099-01-01"), "quantity must be a whole number from 1 to 1,000,000"),
-        (order("Tee", "lots", "2099-01-01"), "quantity must be a whole number from 1 to 1,000,000"),
-        (order("  ", "10", "2099-01-01"), "product must be 1 to 200 characters"),
-        (order("Tee", "10", "tomorrow"), "due date must be a date like 2026-12-31"),
-        (order("Tee", "10", "2000-01-01"), "due date cannot be in the past"),
+        (
+            order("Tee", "-5", "2099-01-01"),
+            "quantity must be a whole number from 1 to 1,000,000",
+        ),
+        (
+            order("Tee", "lots", "2099-01-01"),
+            "quantity must be a whole number from 1 to 1,000,000",
+        ),
+        (
+            order("  ", "10", "2099-01-01"),
+            "product must be 1 to 200 characters",
+        ),
+        (
+            order("Tee", "10", "tomorrow"),
+            "due date must be a date like 2026-12-31",
+        ),
+        (
+            order("Tee", "10", "2000-01-01"),
+            "due date cannot be in the past",
+        ),
     ];
-    let before: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&app.pool).await.unwrap_or(-1);
+    let before: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(-1);
     for (input, expected) in cases {
         let reply = app.call(Some(BUYER), &input).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{expected}");
         assert_eq!(reply.message(), expected);
     }
-    let factory = app.call(Some(FACTORY), &order("Tee", "10", "2099-01-01")).await;
+    let factory = app
+        .call(Some(FACTORY), &order("Tee", "10", "2099-01-01"))
+        .await;
     assert_eq!(factory.status, StatusCode::FORBIDDEN);
-    let after: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&app.pool).await.unwrap_or(-2);
+    let after: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(-2);
     assert_eq!(before, after, "a refused order was written");
 }
 
@@ -245,26 +354,57 @@ async fn bad_messages_are_refused_and_nothing_is_sent(pool: PgPool) {
         body: body.into(),
         client_mutation_id: None,
     };
-    let before: i64 = sqlx::query_scalar("select count(*) from messages").fetch_one(&app.pool).await.unwrap_or(-1);
+    let before: i64 = sqlx::query_scalar("select count(*) from messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(-1);
 
     let empty = app.call(Some(BUYER), &message(&factory, None, "   ")).await;
-    assert_eq!((empty.status, empty.message()), (StatusCode::UNPROCESSABLE_ENTITY, "write a message before sending"));
+    assert_eq!(
+        (empty.status, empty.message()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "write a message before sending"
+        )
+    );
 
     let stranger = app.call(Some(BUYER), &message(&buyer2, None, "hi")).await;
-    assert_eq!((stranger.status, stranger.message()), (StatusCode::FORBIDDEN, "you cannot message that person"));
+    assert_eq!(
+        (stranger.status, stranger.message()),
+        (StatusCode::FORBIDDEN, "you cannot message that person")
+    );
 
-    let bad_id = app.call(Some(BUYER), &message("not-a-uuid", None, "hi")).await;
-    assert_eq!((bad_id.status, bad_id.message()), (StatusCode::UNPROCESSABLE_ENTITY, "recipient is not a valid id"));
+    let bad_id = app
+        .call(Some(BUYER), &message("not-a-uuid", None, "hi"))
+        .await;
+    assert_eq!(
+        (bad_id.status, bad_id.message()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "recipient is not a valid id"
+        )
+    );
 
     let unknown_order = app
-        .call(Some(BUYER), &message(&factory, Some(Uuid::new_v4().to_string()), "hi"))
+        .call(
+            Some(BUYER),
+            &message(&factory, Some(Uuid::new_v4().to_string()), "hi"),
+        )
         .await;
-    assert_eq!((unknown_order.status, unknown_order.message()), (StatusCode::NOT_FOUND, "order not found"));
+    assert_eq!(
+        (unknown_order.status, unknown_order.message()),
+        (StatusCode::NOT_FOUND, "order not found")
+    );
 
-    let after: i64 = sqlx::query_scalar("select count(*) from messages").fetch_one(&app.pool).await.unwrap_or(-2);
+    let after: i64 = sqlx::query_scalar("select count(*) from messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(-2);
     assert_eq!(before, after);
 
-    let sent = app.call(Some(BUYER), &message(&factory, None, "Swatches, please")).await;
+    let sent = app
+        .call(Some(BUYER), &message(&factory, None, "Swatches, please"))
+        .await;
     assert_eq!(sent.status, StatusCode::OK);
 }
 
@@ -297,11 +437,16 @@ async fn pages_render_for_a_signed_in_user_and_redirect_visitors(pool: PgPool) {
     let (status, _) = app.get("/orders", None).await;
     assert!(status.is_redirection(), "{status}");
     let user = app.user(BUYER).await;
-    let token = threadline::auth::server::create_session(&app.pool, user.id, 1).await.unwrap_or_default();
+    let token = threadline::auth::server::create_session(&app.pool, user.id, 1)
+        .await
+        .unwrap_or_default();
     let cookie = format!("threadline_session={token}");
     let (status, html) = app.get("/orders", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("Merino crewneck sweater"), "orders are rendered on the server");
+    assert!(
+        html.contains("Merino crewneck sweater"),
+        "orders are rendered on the server"
+    );
     assert!(!html.contains("Wool overcoat"));
     let (status, _) = app.get("/no/such/page", Some(&cookie)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

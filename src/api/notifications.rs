@@ -36,18 +36,18 @@ pub async fn mark_notifications_read(id: Option<Uuid>) -> Result<(), AppError> {
     .execute(&state.pool)
     .await?
     .rows_affected();
-    if changed == 0 {
-        if let Some(id) = id {
-            let mine: bool = sqlx::query_scalar(
-                "select exists (select 1 from notifications where id = $1 and user_id = $2)",
-            )
-            .bind(id)
-            .bind(user.id)
-            .fetch_one(&state.pool)
-            .await?;
-            if !mine {
-                return Err(AppError::not_found("notification"));
-            }
+    if changed == 0
+        && let Some(id) = id
+    {
+        let mine: bool = sqlx::query_scalar(
+            "select exists (select 1 from notifications where id = $1 and user_id = $2)",
+        )
+        .bind(id)
+        .bind(user.id)
+        .fetch_one(&state.pool)
+        .await?;
+        if !mine {
+            return Err(AppError::not_found("notification"));
         }
     }
     Ok(())

@@ -3,7 +3,7 @@ use leptos_meta::Title;
 use leptos_router::components::Redirect;
 
 use crate::app::Session;
-use crate::components::status_badge::{FormError, action_error};
+use crate::components::form_feedback::{FormError, action_error};
 
 #[component]
 pub fn LoginPage() -> impl IntoView {

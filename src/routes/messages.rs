@@ -5,7 +5,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::messages::{MarkMessageRead, SendMessage, list_contacts, list_messages};
 use crate::api::orders::list_orders;
-use crate::components::status_badge::{FormError, action_error};
+use crate::components::form_feedback::{FormError, action_error};
 use crate::model::{Message, format_timestamp};
 
 /// The communication center: inbox, sent and compose.

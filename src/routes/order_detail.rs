@@ -10,9 +10,8 @@ use crate::api::orders::{
     list_factories, list_order_updates,
 };
 use crate::app::use_user;
-use crate::components::status_badge::{
-    FormError, OrderStatusBadge, ProgressBar, StageStatusBadge, action_error,
-};
+use crate::components::badges::{OrderStatusBadge, ProgressBar, StageStatusBadge};
+use crate::components::form_feedback::{FormError, action_error, reset_on_success};
 use crate::error::AppError;
 use crate::model::{
     Contact, Order, OrderDetail, OrderStatus, ProductionStage, Role, Stage, StageStatus,
@@ -258,13 +257,7 @@ fn UpdatesFeed(order: Order, stage_versions: Signal<usize>) -> impl IntoView {
     let error = action_error(post);
     let can_post = user.role != Role::Buyer && order.status != OrderStatus::Cancelled;
     let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if matches!(post.value().get(), Some(Ok(_))) {
-            if let Some(form) = form.get() {
-                form.reset();
-            }
-        }
-    });
+    reset_on_success(post, form);
     view! {
         <section class="card feed" aria-label="Production updates">
             <h2>"Updates"</h2>
@@ -332,13 +325,7 @@ fn OrderThread(order: Order) -> impl IntoView {
     let contacts = Resource::new(|| (), |_| list_contacts());
     let error = action_error(send);
     let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if matches!(send.value().get(), Some(Ok(_))) {
-            if let Some(form) = form.get() {
-                form.reset();
-            }
-        }
-    });
+    reset_on_success(send, form);
     let me = user.id;
     let role = user.role;
     view! {

@@ -5,7 +5,8 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::orders::{CreateOrder, list_orders};
 use crate::app::use_user;
-use crate::components::status_badge::{FormError, OrderStatusBadge, ProgressBar, action_error};
+use crate::components::badges::{OrderStatusBadge, ProgressBar};
+use crate::components::form_feedback::{FormError, action_error, reset_on_success};
 use crate::model::{OrderStatus, Role, format_date};
 
 #[component]
@@ -98,13 +99,7 @@ fn NewOrderForm(create: ServerAction<CreateOrder>) -> impl IntoView {
     let error = action_error(create);
     let created = move || matches!(create.value().get(), Some(Ok(_)));
     let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if created() {
-            if let Some(form) = form.get() {
-                form.reset();
-            }
-        }
-    });
+    reset_on_success(create, form);
     view! {
         <details class="card new-order">
             <summary>"New order"</summary>

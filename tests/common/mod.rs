@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
 use leptos::server_fn::ServerFn;
 use serde::Serialize;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use threadline::auth::server::AuthKeys;
 use threadline::model::SessionUser;
 use threadline::server::settings::Settings;
-use threadline::server::{app, demo, AppState};
+use threadline::server::{AppState, app, demo};
 
 pub struct TestApp {
     pub router: Router,
@@ -33,7 +33,10 @@ pub struct Reply {
 impl Reply {
     /// The `message` of an error reply.
     pub fn message(&self) -> &str {
-        self.body.get("message").and_then(Value::as_str).unwrap_or("")
+        self.body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -77,9 +80,13 @@ impl TestApp {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json");
         if let Some(email) = email {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {}", self.token(email).await));
+            request = request.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token(email).await),
+            );
         }
-        self.send(request.body(Body::from(body)).expect("request builds")).await
+        self.send(request.body(Body::from(body)).expect("request builds"))
+            .await
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> Reply {
@@ -104,21 +111,35 @@ impl TestApp {
             .await
             .expect("router answers");
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await.expect("body");
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .expect("body");
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("router answers");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
         let status = response.status();
         let set_cookie = response
             .headers()
             .get(header::SET_COOKIE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, body, set_cookie }
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply {
+            status,
+            body,
+            set_cookie,
+        }
     }
 
     pub async fn order_id(&self, product: &str) -> uuid::Uuid {

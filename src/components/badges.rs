@@ -22,24 +22,3 @@ pub fn ProgressBar(percent: i32, #[prop(optional, into)] label: String) -> impl 
         </div>
     }
 }
-
-/// The error of the last failed submission of an action, if any.
-pub fn action_error<S>(action: ServerAction<S>) -> Signal<Option<String>>
-where
-    S: leptos::server_fn::ServerFn<Error = crate::error::AppError> + Send + Sync + Clone + 'static,
-    S::Output: Send + Sync + Clone + 'static,
-{
-    Signal::derive(move || match action.value().get() {
-        Some(Err(e)) => Some(e.to_string()),
-        _ => None,
-    })
-}
-
-#[component]
-pub fn FormError(message: Signal<Option<String>>) -> impl IntoView {
-    view! {
-        <Show when=move || message.get().is_some()>
-            <p class="error" role="alert">{move || message.get().unwrap_or_default()}</p>
-        </Show>
-    }
-}
