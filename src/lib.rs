@@ -6,6 +6,7 @@ pub mod auth;
 pub mod components;
 pub mod error;
 pub mod model;
+pub mod realtime;
 pub mod routes;
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use threadline::auth::server::AuthKeys;
+use threadline::realtime::engine::Realtime;
 use threadline::server::embedded_postgres::EmbeddedPostgres;
 use threadline::server::settings::Settings;
 use threadline::server::{AppState, app, database, demo};
@@ -72,12 +73,17 @@ async fn serve(settings: Settings) -> Result<(), String> {
             "the browser bundle is missing: pages render but stay static; build it with ./scripts/build"
         );
     }
+    let realtime = Realtime::start(db.pool.clone(), &db.url, settings.realtime.clone())
+        .await
+        .map_err(|e| format!("starting realtime failed: {e}"))?;
+    tracing::info!(slot = %realtime.slot, "realtime engine started");
     let addr = settings.server.site_addr;
     let state = AppState {
         leptos_options: settings.leptos_options(),
         pool: db.pool.clone(),
         settings: Arc::new(settings),
         auth: Arc::new(auth),
+        realtime: Some(realtime.clone()),
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot listen on {addr}: {e} (set LEPTOS_SITE_ADDR to another address)")
@@ -87,6 +93,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"));
+    realtime.shutdown().await;
     db.pool.close().await;
     if let (Some(embedded), true) = (&db.embedded, db.started_embedded)
         && let Err(e) = embedded.stop().await

@@ -29,6 +29,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub auth: Arc<crate::auth::server::AuthKeys>,
+    /// The realtime engine (absent only in tests that do not need it).
+    pub realtime: Option<Arc<crate::realtime::engine::Realtime>>,
 }
 
 impl AppState {
@@ -58,12 +60,32 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/token", post(crate::auth::server::issue_token))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/realtime/v1/websocket",
+            get(crate::realtime::socket::websocket),
+        )
+        .route("/metrics", get(metrics))
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
             _,
         >(provide_state, shell))
         .with_state(state)
+}
+
+/// Prometheus metrics of the realtime engine.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.realtime {
+        Some(realtime) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            realtime.metrics.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Finds who a page request is from, once, for the app to render with, and

@@ -205,22 +205,30 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The user of the session cookie, if it names a live session.
+pub async fn session_user(
+    pool: &PgPool,
+    headers: &HeaderMap,
+) -> Result<Option<SessionUser>, AppError> {
+    let Some(token) = session_token(headers) else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_as(&format!(
+        "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id \
+         where s.token_hash = $1 and s.expires_at > now()"
+    ))
+    .bind(token_hash(&token))
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// The user a request speaks for: the session cookie, else a bearer token.
 pub async fn user_from_headers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<SessionUser>, AppError> {
-    if let Some(token) = session_token(headers) {
-        let user = sqlx::query_as(&format!(
-            "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id \
-             where s.token_hash = $1 and s.expires_at > now()"
-        ))
-        .bind(token_hash(&token))
-        .fetch_optional(&state.pool)
-        .await?;
-        if user.is_some() {
-            return Ok(user);
-        }
+    if let Some(user) = session_user(&state.pool, headers).await? {
+        return Ok(Some(user));
     }
     if let Some(token) = bearer_token(headers) {
         let claims = state
@@ -256,6 +264,8 @@ pub struct TokenClaims {
     pub sub: Uuid,
     pub email: String,
     pub role: String,
+    #[serde(default)]
+    pub factory_id: Option<Uuid>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -307,6 +317,7 @@ impl AuthKeys {
             sub: user.id,
             email: user.email.clone(),
             role: user.role.as_str().to_string(),
+            factory_id: user.factory_id,
             iat: now,
             exp: now + expires_in,
         };

@@ -11,6 +11,47 @@ use serde::Deserialize;
 pub struct Settings {
     #[serde(default)]
     pub server: ServerSettings,
+    #[serde(default)]
+    pub realtime: RealtimeSettings,
+}
+
+/// Tuning of the realtime engine (`[realtime]` in Leptos.toml).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RealtimeSettings {
+    /// Most recent changes kept so clients can resume.
+    pub retention_changes: usize,
+    /// Oldest change kept so clients can resume.
+    pub retention_minutes: u64,
+    /// Messages buffered per connection before it is closed as too slow.
+    pub queue_size: usize,
+    /// A connection that sends nothing (not even a heartbeat) this long is closed.
+    pub heartbeat_timeout_secs: u64,
+    /// Largest message a client may send; larger ones get an error reply.
+    pub max_frame_bytes: usize,
+    /// Most channels one connection may join.
+    pub max_channels: usize,
+    /// Replication slot of this server; empty: `threadline_<database>`.
+    /// Each app server on one database needs its own.
+    pub slot_name: String,
+    /// Inactive slots of other Threadline servers holding more WAL than
+    /// this are dropped.
+    pub stale_slot_max_lag_mb: i64,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            retention_changes: 100_000,
+            retention_minutes: 60,
+            queue_size: 1024,
+            heartbeat_timeout_secs: 60,
+            max_frame_bytes: 64 * 1024,
+            max_channels: 100,
+            slot_name: String::new(),
+            stale_slot_max_lag_mb: 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -112,6 +153,32 @@ impl Settings {
         override_from(&var, "THREADLINE_SESSION_DAYS", &mut s.session_days)?;
         override_from(&var, "THREADLINE_TOKEN_MINUTES", &mut s.token_minutes)?;
         override_from(&var, "THREADLINE_SECURE_COOKIES", &mut s.secure_cookies)?;
+        let r = &mut self.realtime;
+        override_from(
+            &var,
+            "THREADLINE_RETENTION_CHANGES",
+            &mut r.retention_changes,
+        )?;
+        override_from(
+            &var,
+            "THREADLINE_RETENTION_MINUTES",
+            &mut r.retention_minutes,
+        )?;
+        override_from(&var, "THREADLINE_QUEUE_SIZE", &mut r.queue_size)?;
+        override_from(
+            &var,
+            "THREADLINE_HEARTBEAT_TIMEOUT_SECS",
+            &mut r.heartbeat_timeout_secs,
+        )?;
+        override_from(&var, "THREADLINE_MAX_FRAME_BYTES", &mut r.max_frame_bytes)?;
+        override_from(&var, "THREADLINE_MAX_CHANNELS", &mut r.max_channels)?;
+        override_from(&var, "THREADLINE_REALTIME_SLOT", &mut r.slot_name)?;
+        override_from(
+            &var,
+            "THREADLINE_STALE_SLOT_MAX_LAG_MB",
+            &mut r.stale_slot_max_lag_mb,
+        )?;
+        let s = &mut self.server;
         s.database_url = var("DATABASE_URL").filter(|url| !url.trim().is_empty());
         if let Some(value) = var("THREADLINE_DEMO") {
             s.demo = match value.as_str() {

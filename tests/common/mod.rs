@@ -2,6 +2,8 @@
 //! `#[sqlx::test]` creates fresh for each test and migrates.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -44,12 +46,17 @@ impl TestApp {
     /// The app on this database, loaded with the demo data.
     pub async fn new(pool: PgPool) -> TestApp {
         demo::seed(&pool).await.expect("demo data loads");
+        Self::without_seed(pool).await
+    }
+
+    pub async fn without_seed(pool: PgPool) -> TestApp {
         let settings = Settings::default();
         let state = AppState {
             leptos_options: settings.leptos_options(),
             pool: pool.clone(),
             auth: Arc::new(AuthKeys::load(&pool).await.expect("signing key")),
             settings: Arc::new(settings),
+            realtime: None,
         };
         TestApp {
             router: app(state.clone()),

@@ -1,0 +1,310 @@
+//! One captured row change, as the hub keeps and sends it.
+
+use std::sync::Arc;
+
+use super::authorization::Audience;
+use super::cursor::ChangeCursor;
+use super::protocol::{ChangeKind, json_string};
+
+/// A published table as logical decoding describes it.
+#[derive(Debug)]
+pub struct Table {
+    pub schema: Arc<str>,
+    pub name: Arc<str>,
+    pub columns: Vec<Column>,
+    /// `[{"name":…,"type":…},…]`, serialized once.
+    columns_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub type_name: String,
+}
+
+impl Table {
+    pub fn new(schema: &str, name: &str, columns: Vec<Column>) -> Table {
+        let columns_json = format!(
+            "[{}]",
+            columns
+                .iter()
+                .map(|c| format!(
+                    "{{\"name\":{},\"type\":{}}}",
+                    json_string(&c.name),
+                    json_string(&c.type_name)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            columns,
+            columns_json,
+        }
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// Column values as PostgreSQL's text output, aligned with `Table::columns`;
+/// `None` is SQL NULL.
+pub type Row = Vec<Option<String>>;
+
+#[derive(Debug)]
+pub struct Change {
+    pub cursor: ChangeCursor,
+    /// Start LSN of the commit record (what the slot is acknowledged with).
+    pub commit_lsn: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub commit_micros: i64,
+    pub table: Arc<Table>,
+    pub kind: ChangeKind,
+    pub new: Option<Row>,
+    pub old: Option<Row>,
+    pub audience: Audience,
+    /// The `data` object of a `postgres_changes` event, serialized once and
+    /// shared by every subscriber.
+    data_json: String,
+}
+
+impl Change {
+    pub fn new(
+        cursor: ChangeCursor,
+        commit_lsn: u64,
+        commit_micros: i64,
+        table: Arc<Table>,
+        kind: ChangeKind,
+        new: Option<Row>,
+        old: Option<Row>,
+    ) -> Change {
+        let mut change = Change {
+            cursor,
+            commit_lsn,
+            commit_micros,
+            table,
+            kind,
+            new,
+            old,
+            audience: Audience::AdminsOnly,
+            data_json: String::new(),
+        };
+        change.audience = Audience::of(&change.table.name, |column| {
+            change.field(column).and_then(|(_, v)| v)
+        });
+        change.data_json = change.render_data();
+        change
+    }
+
+    /// The row filters and authorization look at: the new row, or for a
+    /// DELETE the old one.
+    pub fn row(&self) -> Option<&Row> {
+        match self.kind {
+            ChangeKind::Delete => self.old.as_ref(),
+            _ => self.new.as_ref(),
+        }
+    }
+
+    /// A column's type name and text value in [`Change::row`].
+    pub fn field(&self, column: &str) -> Option<(&str, Option<&str>)> {
+        let index = self.table.column_index(column)?;
+        let value = self.row()?.get(index)?.as_deref();
+        Some((self.table.columns[index].type_name.as_str(), value))
+    }
+
+    /// The payload of the `postgres_changes` event for the given binding ids.
+    pub fn payload_json(&self, ids: &[u64]) -> String {
+        let mut out = String::with_capacity(self.data_json.len() + 64);
+        out.push_str("{\"ids\":[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&id.to_string());
+        }
+        out.push_str("],\"data\":");
+        out.push_str(&self.data_json);
+        out.push_str(",\"cursor\":\"");
+        out.push_str(&self.cursor.to_string());
+        out.push_str("\"}");
+        out
+    }
+
+    fn render_data(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"schema\":");
+        out.push_str(&json_string(&self.table.schema));
+        out.push_str(",\"table\":");
+        out.push_str(&json_string(&self.table.name));
+        out.push_str(",\"commit_timestamp\":");
+        out.push_str(&json_string(&rfc3339_micros(self.commit_micros)));
+        out.push_str(",\"type\":\"");
+        out.push_str(self.kind.as_str());
+        out.push_str("\",\"columns\":");
+        out.push_str(&self.table.columns_json);
+        if let (ChangeKind::Insert | ChangeKind::Update, Some(row)) = (self.kind, &self.new) {
+            out.push_str(",\"record\":");
+            self.render_row(row, &mut out);
+        }
+        if let (ChangeKind::Update | ChangeKind::Delete, Some(row)) = (self.kind, &self.old) {
+            out.push_str(",\"old_record\":");
+            self.render_row(row, &mut out);
+        }
+        out.push_str(",\"errors\":null}");
+        out
+    }
+
+    fn render_row(&self, row: &Row, out: &mut String) {
+        out.push('{');
+        for (i, (column, value)) in self.table.columns.iter().zip(row).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_string(&column.name));
+            out.push(':');
+            match value {
+                None => out.push_str("null"),
+                Some(text) => out.push_str(&json_value(&column.type_name, text)),
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// A PostgreSQL text value as JSON, typed the way Supabase Realtime sends it
+/// (realtime-js converts further by the column types it is given).
+fn json_value(type_name: &str, text: &str) -> String {
+    match type_name {
+        "bool" => match text {
+            "t" => "true".into(),
+            "f" => "false".into(),
+            other => json_string(other),
+        },
+        "int2" | "int4" | "int8" | "oid" | "float4" | "float8" | "numeric"
+            if serde_json::from_str::<serde_json::Number>(text).is_ok() =>
+        {
+            text.to_string()
+        }
+        "json" | "jsonb" if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            text.to_string()
+        }
+        _ => json_string(text),
+    }
+}
+
+pub fn rfc3339_micros(micros: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Arc<Table> {
+        Arc::new(Table::new(
+            "public",
+            "orders",
+            vec![
+                Column {
+                    name: "id".into(),
+                    type_name: "uuid".into(),
+                },
+                Column {
+                    name: "quantity".into(),
+                    type_name: "int4".into(),
+                },
+                Column {
+                    name: "urgent".into(),
+                    type_name: "bool".into(),
+                },
+                Column {
+                    name: "notes".into(),
+                    type_name: "text".into(),
+                },
+                Column {
+                    name: "buyer_id".into(),
+                    type_name: "uuid".into(),
+                },
+            ],
+        ))
+    }
+
+    #[test]
+    fn the_payload_has_the_supabase_shape_with_typed_values() {
+        let buyer = uuid::Uuid::from_u128(1).to_string();
+        let change = Change::new(
+            ChangeCursor::new(0x10, 0),
+            0x0F,
+            0,
+            table(),
+            ChangeKind::Update,
+            Some(vec![
+                Some("a".into()),
+                Some("12".into()),
+                Some("t".into()),
+                Some("say \"hi\"".into()),
+                Some(buyer.clone()),
+            ]),
+            Some(vec![
+                Some("a".into()),
+                Some("10".into()),
+                Some("f".into()),
+                None,
+                Some(buyer.clone()),
+            ]),
+        );
+        let payload: serde_json::Value =
+            serde_json::from_str(&change.payload_json(&[7, 9])).unwrap_or_default();
+        assert_eq!(payload["ids"], serde_json::json!([7, 9]));
+        assert_eq!(payload["cursor"], "10/0");
+        let data = &payload["data"];
+        assert_eq!(data["type"], "UPDATE");
+        assert_eq!(data["commit_timestamp"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(data["record"]["quantity"], 12);
+        assert_eq!(data["record"]["urgent"], true);
+        assert_eq!(data["record"]["notes"], "say \"hi\"");
+        assert_eq!(data["old_record"]["notes"], serde_json::Value::Null);
+        assert_eq!(
+            data["columns"][1],
+            serde_json::json!({"name": "quantity", "type": "int4"})
+        );
+        assert_eq!(
+            change.audience,
+            Audience::Order {
+                buyer: Some(uuid::Uuid::from_u128(1)),
+                factory: None
+            }
+        );
+    }
+
+    #[test]
+    fn deletes_filter_and_authorize_on_the_old_row() {
+        let change = Change::new(
+            ChangeCursor::new(1, 0),
+            1,
+            0,
+            table(),
+            ChangeKind::Delete,
+            None,
+            Some(vec![Some("a".into()), Some("3".into()), None, None, None]),
+        );
+        assert_eq!(change.field("quantity"), Some(("int4", Some("3"))));
+        let payload: serde_json::Value =
+            serde_json::from_str(&change.payload_json(&[1])).unwrap_or_default();
+        assert!(payload["data"].get("record").is_none());
+        assert_eq!(payload["data"]["old_record"]["quantity"], 3);
+    }
+}

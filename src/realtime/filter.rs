@@ -1,0 +1,456 @@
+//! Subscription filters in the Supabase grammar: `column=op.value`, with
+//! `eq, neq, lt, lte, gt, gte, in.(a,b)`. Several conditions joined by `&` must
+//! all hold. Values compare by the column's type (numbers as numbers,
+//! timestamps as instants, booleans, text byte-wise), and SQL NULL matches
+//! nothing, as in a `WHERE` clause.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterOp {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    In,
+}
+
+impl FilterOp {
+    fn parse(text: &str) -> Option<FilterOp> {
+        Some(match text {
+            "eq" => FilterOp::Eq,
+            "neq" => FilterOp::Neq,
+            "lt" => FilterOp::Lt,
+            "lte" => FilterOp::Lte,
+            "gt" => FilterOp::Gt,
+            "gte" => FilterOp::Gte,
+            "in" => FilterOp::In,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub column: String,
+    pub op: FilterOp,
+    /// One value, or the list of `in`.
+    pub values: Vec<String>,
+}
+
+/// A parsed filter; the empty filter matches every row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterError(pub String);
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid filter: {}", self.0)
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+impl FromStr for SubscriptionFilter {
+    type Err = FilterError;
+
+    fn from_str(text: &str) -> Result<Self, FilterError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(SubscriptionFilter::default());
+        }
+        if text.len() > 4096 {
+            return Err(FilterError("longer than 4096 characters".into()));
+        }
+        let conditions = text
+            .split('&')
+            .map(parse_condition)
+            .collect::<Result<Vec<_>, _>>()?;
+        if conditions.len() > 16 {
+            return Err(FilterError("more than 16 conditions".into()));
+        }
+        Ok(SubscriptionFilter { conditions })
+    }
+}
+
+fn parse_condition(text: &str) -> Result<Condition, FilterError> {
+    let (column, rest) = text
+        .split_once('=')
+        .ok_or_else(|| FilterError(format!("{text:?} is not column=op.value")))?;
+    let column = column.trim();
+    if column.is_empty()
+        || !column
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(FilterError(format!("{column:?} is not a column name")));
+    }
+    let (op, value) = rest
+        .split_once('.')
+        .ok_or_else(|| FilterError(format!("{rest:?} is not op.value")))?;
+    let op = FilterOp::parse(op).ok_or_else(|| {
+        FilterError(format!(
+            "unknown operator {op:?} (use eq, neq, lt, lte, gt, gte or in)"
+        ))
+    })?;
+    let values = if op == FilterOp::In {
+        parse_list(value)?
+    } else {
+        vec![value.to_string()]
+    };
+    Ok(Condition {
+        column: column.to_string(),
+        op,
+        values,
+    })
+}
+
+/// `(a,b,"c,d")`: a parenthesized list, items optionally double-quoted.
+fn parse_list(text: &str) -> Result<Vec<String>, FilterError> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .ok_or_else(|| FilterError(format!("in expects a list like (a,b), got {text:?}")))?;
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                current.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => items.push(std::mem::take(&mut current).trim().to_string()),
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err(FilterError(format!("unclosed quote in {text:?}")));
+    }
+    items.push(current.trim().to_string());
+    if items.len() > 100 {
+        return Err(FilterError("in lists are limited to 100 values".into()));
+    }
+    Ok(items)
+}
+
+/// How values of a PostgreSQL type compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Integer,
+    Float,
+    Bool,
+    Timestamp,
+    Uuid,
+    Text,
+}
+
+impl ValueKind {
+    pub fn of(type_name: &str) -> ValueKind {
+        match type_name {
+            "int2" | "int4" | "int8" | "oid" => ValueKind::Integer,
+            "float4" | "float8" | "numeric" => ValueKind::Float,
+            "bool" => ValueKind::Bool,
+            "timestamptz" | "timestamp" => ValueKind::Timestamp,
+            "uuid" => ValueKind::Uuid,
+            _ => ValueKind::Text,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, PartialOrd)]
+enum Value<'a> {
+    Integer(i128),
+    Float(f64),
+    Bool(bool),
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp(i128),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+fn value(kind: ValueKind, text: &str) -> Option<Value<'_>> {
+    Some(match kind {
+        ValueKind::Integer => Value::Integer(text.trim().parse().ok()?),
+        ValueKind::Float => Value::Float(text.trim().parse().ok().filter(|f: &f64| !f.is_nan())?),
+        ValueKind::Bool => Value::Bool(match text.trim() {
+            "t" | "true" | "TRUE" | "True" => true,
+            "f" | "false" | "FALSE" | "False" => false,
+            _ => return None,
+        }),
+        ValueKind::Timestamp => Value::Timestamp(parse_timestamp(text)?),
+        ValueKind::Uuid if is_uuid(text) => Value::Text(text.to_ascii_lowercase().into()),
+        ValueKind::Uuid => return None,
+        ValueKind::Text => Value::Text(text.into()),
+    })
+}
+
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// PostgreSQL's ISO output (`2026-11-25 10:00:00.5+00`) or RFC 3339
+/// (`2026-11-25T10:00:00.5Z`); without an offset, UTC.
+fn parse_timestamp(text: &str) -> Option<i128> {
+    let text = text.trim();
+    let (date, rest) = text.split_at_checked(10)?;
+    let mut parts = date.split('-');
+    let (year, month, day): (i32, u8, u8) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let rest = rest.strip_prefix(['T', ' ']).unwrap_or(rest);
+    let offset_at = rest.find(['+', '-', 'Z']).unwrap_or(rest.len());
+    let (clock, offset) = rest.split_at(offset_at);
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut hms_parts = hms.split(':');
+    let hour: u8 = hms_parts
+        .next()
+        .filter(|h| !h.is_empty())
+        .map_or(Some(0), |h| h.parse().ok())?;
+    let minute: u8 = hms_parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    let second: u8 = hms_parts.next().map_or(Some(0), |s| s.parse().ok())?;
+    let micros: u32 = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(6).collect();
+        digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32)
+    };
+    let time = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
+    let offset_seconds: i32 = match offset {
+        "" | "Z" => 0,
+        sign_and_rest => {
+            let sign = if sign_and_rest.starts_with('-') {
+                -1
+            } else {
+                1
+            };
+            let digits = &sign_and_rest[1..];
+            let (h, m) = digits.split_once(':').unwrap_or(if digits.len() == 4 {
+                digits.split_at(2)
+            } else {
+                (digits, "0")
+            });
+            sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60)
+        }
+    };
+    let local = time::PrimitiveDateTime::new(date, time).assume_utc();
+    Some(local.unix_timestamp_nanos() / 1000 - i128::from(offset_seconds) * 1_000_000)
+}
+
+impl SubscriptionFilter {
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    /// Checks the filter against a table's columns (name, type): every
+    /// column must exist and every value must be valid for its type.
+    pub fn validate<'a>(
+        &self,
+        columns: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<(), FilterError> {
+        for condition in &self.conditions {
+            let type_name = columns(&condition.column)
+                .ok_or_else(|| FilterError(format!("there is no column {:?}", condition.column)))?;
+            let kind = ValueKind::of(type_name);
+            for v in &condition.values {
+                if value(kind, v).is_none() {
+                    return Err(FilterError(format!(
+                        "{v:?} is not a valid {type_name} for column {:?}",
+                        condition.column
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the row satisfies every condition. `field` gives a column's
+    /// type name and text value (`None` for NULL), or `None` if the column
+    /// does not exist.
+    pub fn matches<'r>(&self, field: impl Fn(&str) -> Option<(&'r str, Option<&'r str>)>) -> bool {
+        self.conditions.iter().all(|condition| {
+            let Some((type_name, Some(actual))) = field(&condition.column) else {
+                return false;
+            };
+            let kind = ValueKind::of(type_name);
+            let Some(actual) = value(kind, actual) else {
+                return false;
+            };
+            let compare =
+                |expected: &str| value(kind, expected).and_then(|e| actual.partial_cmp(&e));
+            match condition.op {
+                FilterOp::Eq => compare(&condition.values[0]) == Some(Ordering::Equal),
+                FilterOp::Neq => {
+                    matches!(compare(&condition.values[0]), Some(o) if o != Ordering::Equal)
+                }
+                FilterOp::Lt => compare(&condition.values[0]) == Some(Ordering::Less),
+                FilterOp::Lte => matches!(
+                    compare(&condition.values[0]),
+                    Some(Ordering::Less | Ordering::Equal)
+                ),
+                FilterOp::Gt => compare(&condition.values[0]) == Some(Ordering::Greater),
+                FilterOp::Gte => {
+                    matches!(
+                        compare(&condition.values[0]),
+                        Some(Ordering::Greater | Ordering::Equal)
+                    )
+                }
+                FilterOp::In => condition
+                    .values
+                    .iter()
+                    .any(|v| compare(v) == Some(Ordering::Equal)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(
+        fields: &'a [(&'a str, &'a str, Option<&'a str>)],
+    ) -> impl Fn(&str) -> Option<(&'a str, Option<&'a str>)> {
+        move |name| {
+            fields
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, v)| (*t, *v))
+        }
+    }
+
+    fn parse(text: &str) -> SubscriptionFilter {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    const ORDER: &[(&str, &str, Option<&str>)] = &[
+        ("id", "uuid", Some("6f1c2a3e-0000-4000-8000-00000000000a")),
+        ("quantity", "int4", Some("250")),
+        ("status", "text", Some("in_production")),
+        ("factory_id", "uuid", None),
+        ("due_date", "date", Some("2026-12-01")),
+        (
+            "created_at",
+            "timestamptz",
+            Some("2026-11-25 10:00:00.5+00"),
+        ),
+        ("urgent", "bool", Some("t")),
+    ];
+
+    #[test]
+    fn each_operator_compares_by_type() {
+        let cases = [
+            ("quantity=eq.250", true),
+            ("quantity=neq.250", false),
+            ("quantity=gt.99", true), // numerically, not as text ("250" < "99")
+            ("quantity=lt.99", false),
+            ("quantity=lte.250", true),
+            ("quantity=gte.251", false),
+            ("status=in.(pending,in_production)", true),
+            ("status=in.(pending,shipped)", false),
+            ("due_date=lt.2026-12-02", true),
+            ("created_at=gt.2026-11-25T09:59:59Z", true),
+            ("created_at=eq.2026-11-25T12:00:00.5+02:00", true),
+            ("urgent=eq.true", true),
+            ("id=eq.6F1C2A3E-0000-4000-8000-00000000000A", true),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(parse(filter).matches(row(ORDER)), expected, "{filter}");
+        }
+    }
+
+    #[test]
+    fn conditions_joined_by_ampersand_must_all_hold() {
+        assert!(parse("status=eq.in_production&quantity=gt.100").matches(row(ORDER)));
+        assert!(!parse("status=eq.in_production&quantity=gt.1000").matches(row(ORDER)));
+    }
+
+    #[test]
+    fn null_matches_nothing_not_even_neq() {
+        assert!(!parse("factory_id=eq.6f1c2a3e-0000-4000-8000-00000000000a").matches(row(ORDER)));
+        assert!(!parse("factory_id=neq.6f1c2a3e-0000-4000-8000-00000000000a").matches(row(ORDER)));
+    }
+
+    #[test]
+    fn the_empty_filter_matches_everything() {
+        assert!(parse("").matches(row(ORDER)));
+    }
+
+    #[test]
+    fn malformed_filters_are_refused_with_a_reason() {
+        for (text, reason) in [
+            ("quantity", "is not column=op.value"),
+            ("quantity=250", "is not op.value"),
+            ("quantity=like.25%", "unknown operator"),
+            ("status=in.pending", "in expects a list"),
+            ("drop table;=eq.1", "is not a column name"),
+            ("status=in.(\"a,b)", "unclosed quote"),
+        ] {
+            let err = text
+                .parse::<SubscriptionFilter>()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_knows_columns_and_value_types() {
+        let columns = |name: &str| {
+            ORDER
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, _)| *t)
+        };
+        assert!(parse("quantity=gt.10").validate(columns).is_ok());
+        let unknown = parse("colour=eq.red")
+            .validate(columns)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            unknown.as_deref(),
+            Some("invalid filter: there is no column \"colour\"")
+        );
+        assert!(parse("quantity=gt.ten").validate(columns).is_err());
+        assert!(parse("created_at=gt.yesterday").validate(columns).is_err());
+    }
+
+    #[test]
+    fn quoted_in_values_may_hold_commas() {
+        let filter = parse(r#"status=in.("a,b",c)"#);
+        assert_eq!(
+            filter.conditions[0].values,
+            vec!["a,b".to_string(), "c".to_string()]
+        );
+    }
+
+    #[test]
+    fn timestamps_parse_in_both_spellings() {
+        assert_eq!(parse_timestamp("1970-01-01 00:00:01+00"), Some(1_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
+        assert_eq!(
+            parse_timestamp("1970-01-01T01:00:01+01:00"),
+            Some(1_000_000)
+        );
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00.25"), Some(250_000));
+        assert_eq!(parse_timestamp("soon"), None);
+    }
+}

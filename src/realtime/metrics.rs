@@ -1,0 +1,141 @@
+//! Prometheus metrics of the realtime engine, served at `GET /metrics`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ErrorKind {
+    BadJson,
+    BadPayload,
+    UnknownTopic,
+    UnknownEvent,
+    UnknownTable,
+    InvalidFilter,
+    Unauthorized,
+    ExpiredToken,
+    OversizeFrame,
+    TooManyChannels,
+    Capture,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: ErrorKind,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub subscriptions: Gauge,
+    pub changes_captured: Counter,
+    pub transactions_captured: Counter,
+    pub messages_sent: Counter,
+    pub commit_to_send_seconds: Histogram,
+    pub replication_lag_bytes: Gauge,
+    pub resumes: Counter,
+    pub resets: Counter,
+    pub slow_consumer_closes: Counter,
+    pub errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("threadline_realtime");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            changes_captured: Counter::default(),
+            transactions_captured: Counter::default(),
+            messages_sent: Counter::default(),
+            commit_to_send_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            replication_lag_bytes: Gauge::default(),
+            resumes: Counter::default(),
+            resets: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Live and catching-up channel subscriptions",
+            metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "changes_captured",
+            "Row changes captured from PostgreSQL",
+            metrics.changes_captured.clone(),
+        );
+        registry.register(
+            "transactions_captured",
+            "Transactions with published changes captured from PostgreSQL",
+            metrics.transactions_captured.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "postgres_changes events written to sockets",
+            metrics.messages_sent.clone(),
+        );
+        registry.register(
+            "commit_to_send_seconds",
+            "Time from a change's commit to its event being written to a socket",
+            metrics.commit_to_send_seconds.clone(),
+        );
+        registry.register(
+            "replication_lag_bytes",
+            "WAL bytes between the server's WAL end and the last change processed",
+            metrics.replication_lag_bytes.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Joins that asked to resume from a cursor",
+            metrics.resumes.clone(),
+        );
+        registry.register(
+            "resets",
+            "Resumes refused because the cursor was older than the retention log",
+            metrics.resets.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed because their queue was full",
+            metrics.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "errors",
+            "Errors by kind (bad input and capture failures)",
+            metrics.errors.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// The Prometheus (OpenMetrics) text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,264 @@
+//! A Threadline server with its realtime engine on a real socket, over the
+//! test's own database, and a minimal Phoenix client to talk to it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use threadline::realtime::cursor::ChangeCursor;
+use threadline::realtime::engine::Realtime;
+use threadline::realtime::protocol::{ChangeEvent, Frame, Vsn};
+use threadline::server::settings::RealtimeSettings;
+
+use super::TestApp;
+
+/// How long any single expected event may take to arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The URL of the test's own database (sqlx::test makes one per test).
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(pool.connect_options().get_database().unwrap_or("postgres"));
+    url.to_string()
+}
+
+pub struct LiveServer {
+    pub app: TestApp,
+    pub addr: SocketAddr,
+    pub realtime: Arc<Realtime>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl LiveServer {
+    pub async fn start(pool: PgPool) -> LiveServer {
+        Self::start_with(pool, RealtimeSettings::default(), true).await
+    }
+
+    /// `seed`: load the demo data first (only on a fresh database).
+    pub async fn start_with(pool: PgPool, settings: RealtimeSettings, seed: bool) -> LiveServer {
+        let mut app = if seed {
+            TestApp::new(pool.clone()).await
+        } else {
+            TestApp::without_seed(pool.clone()).await
+        };
+        let realtime = Realtime::start(pool.clone(), &database_url(&pool), settings)
+            .await
+            .expect("realtime starts");
+        app.state.realtime = Some(realtime.clone());
+        app.router = threadline::server::app(app.state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let router = app.router.clone();
+        let serving = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        LiveServer {
+            app,
+            addr,
+            realtime,
+            serving,
+        }
+    }
+
+    /// Stops serving and capturing; the slot stays (as after a crash or restart).
+    pub async fn stop(self) -> PgPool {
+        self.serving.abort();
+        self.realtime.shutdown().await;
+        self.app.pool.clone()
+    }
+
+    /// Stops and drops the replication slot, so the test database can go.
+    pub async fn finish(self) {
+        self.serving.abort();
+        self.realtime
+            .shutdown_and_drop_slot()
+            .await
+            .expect("slot dropped");
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.addr, Vsn::V2).await
+    }
+
+    pub async fn token(&self, email: &str) -> String {
+        self.app.token(email).await
+    }
+}
+
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    vsn: Vsn,
+    next_ref: u64,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, vsn: Vsn) -> Client {
+        let version = if vsn == Vsn::V2 { "2.0.0" } else { "1.0.0" };
+        let url = format!("ws://{addr}/realtime/v1/websocket?vsn={version}");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client {
+            socket,
+            vsn,
+            next_ref: 1,
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_frame(&mut self, topic: &str, event: &str, payload: Value) -> String {
+        let msg_ref = self.next_ref.to_string();
+        self.next_ref += 1;
+        let frame = Frame {
+            join_ref: Some(msg_ref.clone()),
+            msg_ref: Some(msg_ref.clone()),
+            topic: topic.into(),
+            event: event.into(),
+            payload,
+        };
+        self.send_text(&frame.encode(self.vsn)).await;
+        msg_ref
+    }
+
+    /// Joins `topic` with these bindings; returns the reply frame.
+    pub async fn join(
+        &mut self,
+        topic: &str,
+        token: Option<&str>,
+        bindings: Value,
+        cursor: Option<ChangeCursor>,
+    ) -> Frame {
+        let mut payload = json!({ "config": { "postgres_changes": bindings } });
+        if let Some(token) = token {
+            payload["access_token"] = json!(token);
+        }
+        if let Some(cursor) = cursor {
+            payload["cursor"] = json!(cursor.to_string());
+        }
+        let msg_ref = self.send_frame(topic, "phx_join", payload).await;
+        self.reply_to(&msg_ref).await
+    }
+
+    /// Joins and insists on success.
+    pub async fn subscribe(
+        &mut self,
+        topic: &str,
+        token: &str,
+        bindings: Value,
+        cursor: Option<ChangeCursor>,
+    ) -> Frame {
+        let reply = self.join(topic, Some(token), bindings, cursor).await;
+        assert_eq!(
+            reply.payload["status"], "ok",
+            "join refused: {}",
+            reply.payload
+        );
+        reply
+    }
+
+    /// The next message, or None if nothing comes within `wait` or the socket closes.
+    pub async fn next(&mut self, wait: Duration) -> Option<Incoming> {
+        loop {
+            let message = tokio::time::timeout(wait, self.socket.next())
+                .await
+                .ok()??
+                .ok()?;
+            match message {
+                Message::Text(text) => {
+                    let frame =
+                        Frame::decode(text.as_str(), self.vsn).expect("server sends valid frames");
+                    return Some(Incoming::Frame(frame));
+                }
+                Message::Close(frame) => {
+                    return Some(Incoming::Closed(frame.map(|f| u16::from(f.code))));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn next_frame(&mut self) -> Frame {
+        match self.next(WAIT).await {
+            Some(Incoming::Frame(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The reply to the message with `msg_ref`, skipping anything before it.
+    pub async fn reply_to(&mut self, msg_ref: &str) -> Frame {
+        loop {
+            let frame = self.next_frame().await;
+            if frame.event == "phx_reply" && frame.msg_ref.as_deref() == Some(msg_ref) {
+                return frame;
+            }
+        }
+    }
+
+    /// The next `postgres_changes` event, skipping system messages.
+    pub async fn next_change(&mut self) -> (String, ChangeEvent) {
+        loop {
+            let frame = self.next_frame().await;
+            if frame.event == "postgres_changes" {
+                let event: ChangeEvent =
+                    serde_json::from_value(frame.payload).expect("change payload parses");
+                return (frame.topic, event);
+            }
+        }
+    }
+
+    /// Changes until nothing more arrives within `quiet`, for asserting
+    /// that nothing else was sent after a barrier.
+    pub async fn drain_changes(&mut self, quiet: Duration) -> Vec<ChangeEvent> {
+        let mut out = Vec::new();
+        while let Some(Incoming::Frame(frame)) = self.next(quiet).await {
+            if frame.event == "postgres_changes" {
+                out.push(serde_json::from_value(frame.payload).expect("change payload parses"));
+            }
+        }
+        out
+    }
+
+    pub async fn heartbeat_ok(&mut self) -> bool {
+        let msg_ref = self.send_frame("phoenix", "heartbeat", json!({})).await;
+        self.reply_to(&msg_ref).await.payload["status"] == "ok"
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+#[derive(Debug)]
+pub enum Incoming {
+    Frame(Frame),
+    Closed(Option<u16>),
+}
+
+pub fn orders(filter: Option<&str>) -> Value {
+    binding("*", "orders", filter)
+}
+
+pub fn binding(event: &str, table: &str, filter: Option<&str>) -> Value {
+    let mut value = json!({ "event": event, "schema": "public", "table": table });
+    if let Some(filter) = filter {
+        value["filter"] = json!(filter);
+    }
+    json!([value])
+}
