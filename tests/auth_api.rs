@@ -76,7 +76,7 @@ async fn the_token_api_refuses_bad_credentials_and_bad_json(pool: PgPool) {
 async fn an_expired_token_is_refused_with_a_reason(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let user = app.user("buyer@sleek.test").await;
-    let (token, _) = app.state.auth.issue(&user, -1);
+    let (token, _) = app.state.auth.issue(&user, std::time::Duration::ZERO);
     assert_eq!(
         app.state.auth.verify(&token).err(),
         Some(TokenError::Expired)

@@ -310,9 +310,11 @@ impl AuthKeys {
         Hmac::<Sha256>::new_from_slice(&self.signing_key).unwrap_or_else(|_| unreachable!())
     }
 
-    pub fn issue(&self, user: &SessionUser, lifetime_minutes: i64) -> (String, i64) {
+    /// A token for `user` valid for `lifetime` (whole seconds); returns it
+    /// with its lifetime in seconds.
+    pub fn issue(&self, user: &SessionUser, lifetime: std::time::Duration) -> (String, i64) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let expires_in = lifetime_minutes * 60;
+        let expires_in = lifetime.as_secs() as i64;
         let claims = TokenClaims {
             sub: user.id,
             email: user.email.clone(),
@@ -385,7 +387,10 @@ pub async fn issue_token(
         ))
     })?;
     let user = authenticate(&state.pool, &request.email, &request.password).await?;
-    let (access_token, expires_in) = state.auth.issue(&user, state.settings.server.token_minutes);
+    let (access_token, expires_in) = state.auth.issue(
+        &user,
+        std::time::Duration::from_secs(state.settings.server.token_minutes.max(1) as u64 * 60),
+    );
     Ok(Json(TokenResponse {
         access_token,
         token_type: "bearer",
@@ -411,14 +416,15 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_and_names_its_user() {
         let keys = AuthKeys::from_key(b"k".repeat(32));
-        let (token, expires_in) = keys.issue(&user(), 5);
+        let (token, expires_in) = keys.issue(&user(), std::time::Duration::from_secs(300));
         assert_eq!(expires_in, 300);
         assert_eq!(keys.verify(&token).map(|c| c.sub), Ok(Uuid::from_u128(7)));
     }
 
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let (token, _) = AuthKeys::from_key(b"a".repeat(32)).issue(&user(), 5);
+        let (token, _) =
+            AuthKeys::from_key(b"a".repeat(32)).issue(&user(), std::time::Duration::from_secs(300));
         let other = AuthKeys::from_key(b"b".repeat(32));
         assert_eq!(other.verify(&token).err(), Some(TokenError::BadSignature));
     }
@@ -426,7 +432,7 @@ mod tests {
     #[test]
     fn an_expired_token_says_so() {
         let keys = AuthKeys::from_key(b"k".repeat(32));
-        let (token, _) = keys.issue(&user(), -1);
+        let (token, _) = keys.issue(&user(), std::time::Duration::ZERO);
         assert_eq!(keys.verify(&token).err(), Some(TokenError::Expired));
     }
 

@@ -15,7 +15,7 @@
 //!   hub never waits for it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,12 +59,39 @@ pub struct Channel {
     pub join_ref: Option<String>,
 }
 
-/// The hub's handle on one WebSocket connection: its bounded queue and a
-/// way to cut it off.
+/// The hub's handle on one WebSocket connection: its queue and a way to cut
+/// it off. The queue is bounded by backlog at transaction boundaries: a
+/// connection gets a transaction's first change only while fewer than
+/// `limit` messages wait for it, and then the rest of that transaction, so a
+/// healthy reader is never cut off by one large transaction.
 pub struct ConnectionHandle {
     pub id: ConnectionId,
-    queue: mpsc::Sender<Outbound>,
+    queue: mpsc::UnboundedSender<Outbound>,
+    backlog: Arc<AtomicUsize>,
+    limit: usize,
     cut_off: Arc<CutOff>,
+}
+
+/// The receiving end of a connection's queue, which keeps the backlog count.
+pub struct ConnectionQueue {
+    queue: mpsc::UnboundedReceiver<Outbound>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl ConnectionQueue {
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.queue.recv().await;
+        self.backlog
+            .fetch_sub(usize::from(item.is_some()), Ordering::SeqCst);
+        item
+    }
+
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.queue.try_recv().ok();
+        self.backlog
+            .fetch_sub(usize::from(item.is_some()), Ordering::SeqCst);
+        item
+    }
 }
 
 /// Raised once when the hub gives up on a connection that fell behind.
@@ -93,22 +120,44 @@ impl CutOff {
 }
 
 impl ConnectionHandle {
-    pub fn new(id: ConnectionId, queue: mpsc::Sender<Outbound>) -> Arc<ConnectionHandle> {
-        Arc::new(ConnectionHandle {
+    pub fn new(id: ConnectionId, limit: usize) -> (Arc<ConnectionHandle>, ConnectionQueue) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let handle = Arc::new(ConnectionHandle {
             id,
             queue,
+            backlog: backlog.clone(),
+            limit,
             cut_off: Arc::default(),
-        })
+        });
+        (
+            handle,
+            ConnectionQueue {
+                queue: receiver,
+                backlog,
+            },
+        )
     }
 
-    /// Queues without waiting; false if the queue is full or closed.
-    pub fn try_push(&self, item: Outbound) -> bool {
-        self.queue.try_send(item).is_ok()
+    /// Whether a new transaction may be queued: the backlog is under the limit.
+    fn has_room(&self) -> bool {
+        self.backlog.load(Ordering::SeqCst) < self.limit
     }
 
-    /// Queues, waiting for room (for the connection's own replies).
+    /// Queues without waiting; false if the connection is gone.
+    pub fn push(&self, item: Outbound) -> bool {
+        self.backlog.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(item).is_ok() {
+            true
+        } else {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Queues the connection's own messages (replies, notices).
     pub async fn send(&self, item: Outbound) -> bool {
-        self.queue.send(item).await.is_ok()
+        self.push(item)
     }
 
     fn cut_off_as_too_slow(&self) {
@@ -170,8 +219,8 @@ pub struct Subscribed {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    #[error("the connection's queue is full")]
-    QueueFull,
+    #[error("the connection is closed")]
+    Closed,
 }
 
 /// The next part of a resuming subscription's catch-up.
@@ -373,6 +422,7 @@ impl Hub {
     pub fn publish(&self, changes: Vec<Change>) {
         let mut state = self.lock();
         let mut too_slow: Vec<Arc<ConnectionHandle>> = Vec::new();
+        let mut admitted: HashSet<ConnectionId> = HashSet::new();
         let mut candidates = Vec::new();
         for change in changes {
             if change.cursor <= state.head {
@@ -395,22 +445,31 @@ impl Hub {
                 let Some(subscription) = state.subscriptions.get(id) else {
                     continue;
                 };
-                if !subscription.live || subscription.connection.is_too_slow() {
+                let connection = &subscription.connection;
+                // A resumed subscription already has everything up to its position.
+                if !subscription.live
+                    || change.cursor <= subscription.position
+                    || connection.is_too_slow()
+                {
                     continue;
                 }
                 let ids = subscription.matching_ids(&change);
                 if ids.is_empty() {
                     continue;
                 }
-                let item = Outbound::Change {
+                if !admitted.contains(&connection.id) {
+                    if !connection.has_room() {
+                        connection.cut_off_as_too_slow();
+                        too_slow.push(connection.clone());
+                        continue;
+                    }
+                    admitted.insert(connection.id);
+                }
+                connection.push(Outbound::Change {
                     channel: subscription.channel.clone(),
                     ids,
                     change: change.clone(),
-                };
-                if !subscription.connection.try_push(item) {
-                    subscription.connection.cut_off_as_too_slow();
-                    too_slow.push(subscription.connection.clone());
-                }
+                });
             }
         }
         for connection in too_slow {
@@ -484,7 +543,9 @@ impl Hub {
         let (reset, catching_up, position) = match request.resume_after {
             None => (false, false, state.head),
             Some(cursor) if cursor < state.floor => (true, false, state.head),
-            Some(cursor) if cursor >= state.head => (false, false, state.head),
+            // Ahead of the log (it may still be replaying after a restart):
+            // live, skipping what the client already has.
+            Some(cursor) if cursor >= state.head => (false, false, cursor),
             Some(cursor) => (false, true, cursor),
         };
         if request.resume_after.is_some() {
@@ -500,8 +561,8 @@ impl Hub {
             catching_up,
         };
         for frame in announce(&subscribed) {
-            if !request.connection.try_push(Outbound::Text(frame)) {
-                return Err(HubError::QueueFull);
+            if !request.connection.push(Outbound::Text(frame)) {
+                return Err(HubError::Closed);
             }
         }
         state.next_id += 1;
@@ -695,9 +756,8 @@ mod tests {
         )
     }
 
-    fn connection(id: u64, size: usize) -> (Arc<ConnectionHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(size);
-        (ConnectionHandle::new(id, tx), rx)
+    fn connection(id: u64, size: usize) -> (Arc<ConnectionHandle>, ConnectionQueue) {
+        ConnectionHandle::new(id, size)
     }
 
     fn request(
@@ -727,9 +787,9 @@ mod tests {
         }
     }
 
-    fn received(rx: &mut mpsc::Receiver<Outbound>) -> Vec<ChangeCursor> {
+    fn received(rx: &mut ConnectionQueue) -> Vec<ChangeCursor> {
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             if let Outbound::Change { change, .. } = item {
                 out.push(change.cursor);
             }
@@ -762,8 +822,8 @@ mod tests {
                 .is_ok()
         );
         hub.publish(vec![change(0x200, 0, BUYER, 1)]);
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Text(text)) if text == "reply"));
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Change { .. })));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Text(text)) if text == "reply"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Change { .. })));
     }
 
     #[test]

@@ -15,13 +15,14 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::authorization::Viewer;
 use super::engine::Realtime;
 use super::filter::SubscriptionFilter;
-use super::hub::{Binding, CatchUp, Channel, ConnectionHandle, Outbound, SubscribeRequest};
+use super::hub::{
+    Binding, CatchUp, Channel, ConnectionHandle, ConnectionQueue, Outbound, SubscribeRequest,
+};
 use super::metrics::ErrorKind;
 use super::protocol::{
     self, ChangeKind, Frame, JoinPayload, JoinResponse, Notice, PostgresChangesBinding,
@@ -89,8 +90,7 @@ async fn serve(
     cookie_viewer: Option<Viewer>,
 ) {
     let id = realtime.next_id();
-    let (queue, queue_rx) = mpsc::channel(realtime.settings.queue_size.max(8));
-    let connection = ConnectionHandle::new(id, queue);
+    let (connection, queue_rx) = ConnectionHandle::new(id, realtime.settings.queue_size.max(8));
     realtime.metrics.connections.inc();
     let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(write(
@@ -128,7 +128,7 @@ type Sink = SplitSink<WebSocket, Message>;
 
 async fn write(
     mut sink: Sink,
-    mut queue: mpsc::Receiver<Outbound>,
+    mut queue: ConnectionQueue,
     connection: Arc<ConnectionHandle>,
     realtime: Arc<Realtime>,
     vsn: Vsn,
@@ -158,7 +158,7 @@ async fn write(
             return;
         }
         // Write whatever else is already queued, then flush once.
-        while let Ok(item) = queue.try_recv() {
+        while let Some(item) = queue.try_recv() {
             if send_item(&mut sink, item, &realtime, vsn).await.is_err() {
                 return;
             }

@@ -74,7 +74,10 @@ impl TestApp {
     }
 
     pub async fn token(&self, email: &str) -> String {
-        self.state.auth.issue(&self.user(email).await, 5).0
+        self.state
+            .auth
+            .issue(&self.user(email).await, std::time::Duration::from_secs(300))
+            .0
     }
 
     /// Calls a server function as `email` (or anonymously) the way the
