@@ -1,12 +1,13 @@
 //! Capture: row changes of the published tables from PostgreSQL's logical
 //! decoding (pgoutput), in commit order, from any writer.
 //!
-//! The replication slot is the durable part of the retention log: the slot
-//! is acknowledged only up to the oldest transaction still in the hub's log
-//! (see [`Hub::acknowledge`]), so after a restart of this server PostgreSQL
-//! replays exactly what the log held, and resuming clients lose nothing.
-//! After a PostgreSQL restart or a dropped connection the stream reconnects
-//! with backoff; replayed transactions the hub already has are skipped.
+//! Each commit is acknowledged to the slot once the hub has it, and idle
+//! keepalives move the slot along, so the slot never holds WAL for us
+//! longer than it takes to process it (a walsender waiting for an
+//! acknowledgement would also stall a PostgreSQL shutdown). After a
+//! PostgreSQL restart or a dropped connection the stream reconnects with
+//! backoff and resumes from the slot; transactions the hub already has are
+//! skipped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -270,7 +271,12 @@ impl Capture {
 
     async fn stream(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), CaptureError> {
         let confirmed = ensure_slot(&self.pool, &self.slot).await?;
-        self.hub.start_at(confirmed);
+        if confirmed > self.hub.head().lsn {
+            // The slot moved past what we processed (recreated, or advanced by
+            // someone else): what lies between is lost, so older cursors reset.
+            tracing::warn!(slot = %self.slot, "the replication slot is ahead of this server; older cursors will be reset");
+            self.hub.start_at(ChangeCursor::end_of(confirmed));
+        }
         let t = &self.target;
         let config = ReplicationConfig::new(
             &t.host,
@@ -319,9 +325,9 @@ impl Capture {
                     self.decode(message, &mut relations, &mut pending)?;
                 }
                 ReplicationEvent::Commit {
-                    lsn,
                     end_lsn,
                     commit_time_micros,
+                    ..
                 } => {
                     let commit_micros = commit_time_micros + PG_EPOCH_OFFSET_MICROS;
                     let end = end_lsn.as_u64();
@@ -331,7 +337,6 @@ impl Capture {
                         .map(|(index, p)| {
                             Change::new(
                                 ChangeCursor::new(end, index as u32),
-                                lsn.as_u64(),
                                 commit_micros,
                                 p.table,
                                 p.kind,
@@ -346,17 +351,20 @@ impl Capture {
                     }
                     processed = processed.max(end);
                     wal_end = wal_end.max(end);
-                    client.update_applied_lsn(Lsn::from_u64(self.hub.acknowledge(wal_end)));
+                    client.update_applied_lsn(Lsn::from_u64(processed));
                     self.metrics
                         .replication_lag_bytes
                         .set(wal_end.saturating_sub(processed) as i64);
                 }
                 ReplicationEvent::KeepAlive { wal_end: end, .. } => {
                     wal_end = wal_end.max(end.as_u64());
+                    // Between transactions, everything up to the server's WAL end
+                    // is processed (the rest did not touch published tables).
                     if pending.is_empty() {
                         processed = processed.max(end.as_u64());
                     }
-                    client.update_applied_lsn(Lsn::from_u64(self.hub.acknowledge(wal_end)));
+                    client.update_applied_lsn(Lsn::from_u64(processed));
+                    self.hub.evict_expired();
                     self.metrics
                         .replication_lag_bytes
                         .set(wal_end.saturating_sub(processed) as i64);

@@ -56,8 +56,6 @@ pub type Row = Vec<Option<String>>;
 #[derive(Debug)]
 pub struct Change {
     pub cursor: ChangeCursor,
-    /// Start LSN of the commit record (what the slot is acknowledged with).
-    pub commit_lsn: u64,
     /// Commit time, microseconds since the Unix epoch.
     pub commit_micros: i64,
     pub table: Arc<Table>,
@@ -73,7 +71,6 @@ pub struct Change {
 impl Change {
     pub fn new(
         cursor: ChangeCursor,
-        commit_lsn: u64,
         commit_micros: i64,
         table: Arc<Table>,
         kind: ChangeKind,
@@ -82,7 +79,6 @@ impl Change {
     ) -> Change {
         let mut change = Change {
             cursor,
-            commit_lsn,
             commit_micros,
             table,
             kind,
@@ -247,7 +243,6 @@ mod tests {
         let buyer = uuid::Uuid::from_u128(1).to_string();
         let change = Change::new(
             ChangeCursor::new(0x10, 0),
-            0x0F,
             0,
             table(),
             ChangeKind::Update,
@@ -294,7 +289,6 @@ mod tests {
     fn deletes_filter_and_authorize_on_the_old_row() {
         let change = Change::new(
             ChangeCursor::new(1, 0),
-            1,
             0,
             table(),
             ChangeKind::Delete,

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::capture::{self, Capture, CaptureError, Catalog, ReplicationTarget};
+use super::cursor::ChangeCursor;
 use super::hub::{Hub, HubSettings};
 use super::metrics::Metrics;
 use crate::server::settings::RealtimeSettings;
@@ -82,7 +83,7 @@ impl Realtime {
         let max_lag = settings.stale_slot_max_lag_mb.saturating_mul(1 << 20);
         capture::drop_stale_slots(&pool, &slot, max_lag).await?;
         let confirmed = capture::ensure_slot(&pool, &slot).await?;
-        hub.start_at(confirmed);
+        hub.start_at(start_floor(&pool, &slot, confirmed).await?);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let capture = Capture {
@@ -117,18 +118,34 @@ impl Realtime {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Stops capturing. The slot stays, so a restarted server resumes.
+    /// Stops capturing and records how far the stream got, so clients of a
+    /// restarted server resume exactly. The slot stays.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
             let _ = task.await;
         }
+        let saved = sqlx::query(
+            "insert into realtime_state (slot_name, head_cursor) values ($1, $2) \
+             on conflict (slot_name) do update set head_cursor = excluded.head_cursor, stopped_at = now()",
+        )
+        .bind(&self.slot)
+        .bind(self.hub.head().to_string())
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "could not record the realtime position; clients will reset after restart");
+        }
     }
 
     /// Stops and removes the slot (for tests and decommissioning).
     pub async fn shutdown_and_drop_slot(&self) -> Result<(), sqlx::Error> {
         self.shutdown().await;
+        sqlx::query("delete from realtime_state where slot_name = $1")
+            .bind(&self.slot)
+            .execute(&self.pool)
+            .await?;
         // the walsender may take a moment to release the slot after the stream closes
         for _ in 0..50 {
             let active: Option<bool> =
@@ -144,6 +161,28 @@ impl Realtime {
         }
         capture::drop_slot(&self.pool, &self.slot).await
     }
+}
+
+/// Where this server's knowledge of the stream starts. After a clean stop,
+/// the head it recorded (everything after it is still in the slot, so it
+/// replays); otherwise the slot's confirmed position, and anything at or
+/// before it is unknown.
+async fn start_floor(
+    pool: &PgPool,
+    slot: &str,
+    confirmed: u64,
+) -> Result<ChangeCursor, sqlx::Error> {
+    let saved: Option<String> =
+        sqlx::query_scalar("delete from realtime_state where slot_name = $1 returning head_cursor")
+            .bind(slot)
+            .fetch_optional(pool)
+            .await?;
+    Ok(
+        match saved.and_then(|text| text.parse::<ChangeCursor>().ok()) {
+            Some(head) if head.lsn >= confirmed => head,
+            _ => ChangeCursor::end_of(confirmed),
+        },
+    )
 }
 
 async fn sweep_stale_slots(

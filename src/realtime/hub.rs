@@ -344,12 +344,6 @@ struct HubState {
     floor: ChangeCursor,
     /// The newest change seen.
     head: ChangeCursor,
-    /// The position the replication slot may be acknowledged with: from
-    /// there, PostgreSQL replays everything still in the log after a restart.
-    ack_lsn: u64,
-    started: bool,
-    /// Since when the log has been empty.
-    empty_since: Option<std::time::Instant>,
     subscriptions: HashMap<SubscriptionId, Subscription>,
     index: HashMap<Arc<str>, TableIndex>,
     by_connection: HashMap<ConnectionId, Vec<SubscriptionId>>,
@@ -369,9 +363,6 @@ impl Hub {
                 log: VecDeque::new(),
                 floor: ChangeCursor::START,
                 head: ChangeCursor::START,
-                ack_lsn: 0,
-                started: false,
-                empty_since: Some(std::time::Instant::now()),
                 subscriptions: HashMap::new(),
                 index: HashMap::new(),
                 by_connection: HashMap::new(),
@@ -390,23 +381,12 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sets where the stream starts: the slot's confirmed position. Changes
-    /// committed before it are unknown, so older cursors get a reset.
-    pub fn start_at(&self, confirmed_lsn: u64) {
+    /// Sets where the stream starts: changes at or before `floor` are
+    /// unknown to this hub, so older cursors get a reset.
+    pub fn start_at(&self, floor: ChangeCursor) {
         let mut state = self.lock();
-        if !state.started || confirmed_lsn > state.ack_lsn {
-            if state.started {
-                tracing::warn!(
-                    confirmed_lsn,
-                    ack = state.ack_lsn,
-                    "the replication slot moved on without us; older cursors will be reset"
-                );
-            }
-            state.floor = state.floor.max(ChangeCursor::end_of(confirmed_lsn));
-            state.head = state.head.max(state.floor);
-            state.ack_lsn = confirmed_lsn;
-            state.started = true;
-        }
+        state.floor = state.floor.max(floor);
+        state.head = state.head.max(state.floor);
     }
 
     pub fn head(&self) -> ChangeCursor {
@@ -431,7 +411,6 @@ impl Hub {
             let change = Arc::new(change);
             state.head = change.cursor;
             state.log.push_back(change.clone());
-            state.empty_since = None;
             self.metrics.changes_captured.inc();
             candidates.clear();
             for key in [&*change.table.name, ALL_TABLES] {
@@ -491,43 +470,21 @@ impl Hub {
     fn evict(&self, state: &mut HubState) {
         let now_micros = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
         let max_age = self.settings.retention.as_micros() as i64;
-        loop {
-            let Some(front) = state.log.front() else {
-                break;
-            };
+        while let Some(front) = state.log.front() {
             let too_many = state.log.len() > self.settings.retention_changes;
             let too_old = now_micros - front.commit_micros > max_age;
             if !too_many && !too_old {
                 break;
             }
-            // Whole transactions go together, so the slot can be acknowledged at a commit.
-            let lsn = front.cursor.lsn;
-            while let Some(change) = state.log.front().filter(|c| c.cursor.lsn == lsn).cloned() {
-                state.log.pop_front();
-                state.floor = change.cursor;
-                state.ack_lsn = state.ack_lsn.max(change.commit_lsn);
-            }
-        }
-        if state.log.is_empty() && state.empty_since.is_none() {
-            state.empty_since = Some(std::time::Instant::now());
+            state.floor = front.cursor;
+            state.log.pop_front();
         }
     }
 
-    /// What the replication slot may be acknowledged with, given the
-    /// server's current WAL position. With an empty log that has stayed
-    /// empty for the whole retention time, the slot may move to the WAL end
-    /// so an idle stream does not hold WAL forever.
-    pub fn acknowledge(&self, wal_end: u64) -> u64 {
+    /// Drops changes older than the retention time even when nothing new comes.
+    pub fn evict_expired(&self) {
         let mut state = self.lock();
         self.evict(&mut state);
-        let idle_for_retention = state.started
-            && state
-                .empty_since
-                .is_some_and(|since| since.elapsed() >= self.settings.retention);
-        if idle_for_retention && wal_end > state.ack_lsn {
-            state.ack_lsn = wal_end;
-        }
-        state.ack_lsn
     }
 
     /// Registers a subscription. `announce` makes the join reply (and any
@@ -714,7 +671,7 @@ mod tests {
             },
             Arc::new(Metrics::new()),
         );
-        hub.start_at(0x100);
+        hub.start_at(ChangeCursor::end_of(0x100));
         hub
     }
 
@@ -743,7 +700,6 @@ mod tests {
         let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
         Change::new(
             ChangeCursor::new(lsn, index),
-            lsn - 1,
             now,
             table(),
             ChangeKind::Insert,
@@ -915,20 +871,6 @@ mod tests {
         assert!(slow.is_too_slow());
         assert_eq!(received(&mut fast_rx).len(), 5);
         assert_eq!(hub.subscription_count(), 1);
-    }
-
-    #[test]
-    fn the_slot_is_acknowledged_only_behind_the_log() {
-        let hub = hub(2);
-        hub.publish(vec![change(0x1001, 0, BUYER, 1)]);
-        hub.publish(vec![change(0x1002, 0, BUYER, 1)]);
-        assert_eq!(hub.acknowledge(0x5000), 0x100);
-        hub.publish(vec![change(0x1003, 0, BUYER, 1)]);
-        assert_eq!(
-            hub.acknowledge(0x5000),
-            0x1000,
-            "the evicted commit, so a restart replays the rest"
-        );
     }
 
     #[test]

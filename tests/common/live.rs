@@ -45,12 +45,22 @@ impl LiveServer {
 
     /// `seed`: load the demo data first (only on a fresh database).
     pub async fn start_with(pool: PgPool, settings: RealtimeSettings, seed: bool) -> LiveServer {
+        let url = database_url(&pool);
+        Self::start_on(pool, &url, settings, seed).await
+    }
+
+    pub async fn start_on(
+        pool: PgPool,
+        url: &str,
+        settings: RealtimeSettings,
+        seed: bool,
+    ) -> LiveServer {
         let mut app = if seed {
             TestApp::new(pool.clone()).await
         } else {
             TestApp::without_seed(pool.clone()).await
         };
-        let realtime = Realtime::start(pool.clone(), &database_url(&pool), settings)
+        let realtime = Realtime::start(pool.clone(), url, settings)
             .await
             .expect("realtime starts");
         app.state.realtime = Some(realtime.clone());
