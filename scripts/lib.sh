@@ -50,10 +50,12 @@ ensure_wasm_bindgen() {
 }
 
 # Debian's binaryen (108) breaks release Wasm; npm's is current.
+WASM_OPT="$ROOT/target/tools/node_modules/.bin/wasm-opt"
 ensure_wasm_opt() {
-  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ]; then
+  if [ ! -x "$WASM_OPT" ]; then
     say "installing binaryen (wasm-opt) from npm"
-    npm install --no-audit --no-fund --silent --prefix "$ROOT" binaryen@132.0.0 >/dev/null
+    mkdir -p "$ROOT/target/tools"
+    npm install --no-audit --no-fund --silent --prefix "$ROOT/target/tools" binaryen@132.0.0 >/dev/null
   fi
 }
 
@@ -97,7 +99,7 @@ build_site() {
   if [ "$mode" = release ]; then
     ensure_wasm_opt
     say "optimizing the Wasm bundle with wasm-opt"
-    "$ROOT/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
       --enable-sign-ext --enable-mutable-globals \
       -o "$site/pkg/threadline_bg.wasm" "$site/pkg/threadline_bg.wasm"
   fi
