@@ -6,7 +6,10 @@ use leptos_router::path;
 use crate::auth::api::{Login, Logout};
 use crate::components::connection_status::ConnectionStatusIndicator;
 use crate::components::notification_bell::NotificationBell;
+use crate::components::toasts::MessageToasts;
 use crate::model::SessionUser;
+use crate::realtime::client::{RealtimeClient, provide_realtime};
+use crate::realtime::cursor::ChangeCursor;
 use crate::routes::login::LoginPage;
 use crate::routes::messages::MessagesPage;
 use crate::routes::order_detail::OrderDetailPage;
@@ -40,6 +43,20 @@ pub struct Session {
     pub logout: ServerAction<Logout>,
 }
 
+/// The newest change the server knew before this page's data was fetched
+/// (the page's subscriptions resume from it, so nothing falls in between).
+fn realtime_head_of_this_request() -> Option<ChangeCursor> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<crate::server::AppState>()
+            .and_then(|state| state.realtime.as_ref().map(|realtime| realtime.hub.head()))
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        None
+    }
+}
+
 fn user_of_this_request() -> Option<SessionUser> {
     #[cfg(feature = "ssr")]
     {
@@ -55,6 +72,7 @@ fn user_of_this_request() -> Option<SessionUser> {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let realtime = provide_realtime(SharedValue::new(realtime_head_of_this_request).into_inner());
     let user = RwSignal::new(SharedValue::new(user_of_this_request).into_inner());
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();
@@ -68,8 +86,11 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/threadline.css"/>
         <Title text="Threadline"/>
         <Router>
-            <SessionRedirects/>
+            <SessionRedirects realtime/>
             <Header/>
+            <Show when=move || user.get().is_some()>
+                <MessageToasts/>
+            </Show>
             <main class="page">
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=|| view! { <Redirect path="/orders"/> }/>
@@ -85,7 +106,7 @@ pub fn App() -> impl IntoView {
 
 /// After signing in or out in the browser, update the session and move on.
 #[component]
-fn SessionRedirects() -> impl IntoView {
+fn SessionRedirects(realtime: RealtimeClient) -> impl IntoView {
     let session = expect_context::<Session>();
     let navigate = leptos_router::hooks::use_navigate();
     Effect::new(move |_| {
@@ -97,6 +118,7 @@ fn SessionRedirects() -> impl IntoView {
     let navigate = leptos_router::hooks::use_navigate();
     Effect::new(move |_| {
         if let Some(Ok(())) = session.logout.value().get() {
+            realtime.disconnect();
             session.user.set(None);
             navigate("/login", Default::default());
         }

@@ -2,3 +2,5 @@ pub mod badges;
 pub mod connection_status;
 pub mod form_feedback;
 pub mod notification_bell;
+pub mod optimistic;
+pub mod toasts;

@@ -168,6 +168,8 @@ pub struct Order {
     pub notes: String,
     /// Percent of the six production stages completed, in-progress ones counted by progress.
     pub progress: i32,
+    /// The mutation that last changed the status, echoed for optimistic updates.
+    pub client_mutation_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -191,6 +193,7 @@ pub struct ProductionStage {
     pub progress: i16,
     pub started_at: Option<OffsetDateTime>,
     pub completed_at: Option<OffsetDateTime>,
+    pub client_mutation_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +205,7 @@ pub struct OrderUpdate {
     pub author_name: String,
     pub stage: Option<String>,
     pub text: String,
+    pub client_mutation_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
 }
 
@@ -217,6 +221,7 @@ pub struct Message {
     pub order_number: Option<i64>,
     pub body: String,
     pub read_at: Option<OffsetDateTime>,
+    pub client_mutation_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
 }
 

@@ -7,11 +7,14 @@
 //! queue ──WebSocket (Phoenix / Supabase Realtime protocol)──▶ browser hook / realtime-js
 //! ```
 //!
-//! `cursor`, `filter` and `protocol` are shared with the browser client; the
-//! rest runs only on the server.
+//! `cursor`, `filter`, `protocol` and `poll` are shared with the browser;
+//! `client` is the browser's side (`use_realtime`); the rest runs only on
+//! the server.
 
+pub mod client;
 pub mod cursor;
 pub mod filter;
+pub mod poll;
 pub mod protocol;
 
 #[cfg(feature = "ssr")]

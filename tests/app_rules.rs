@@ -419,9 +419,25 @@ async fn only_the_recipient_marks_a_message_read(pool: PgPool) {
     .fetch_one(&app.pool)
     .await
     .unwrap_or_default();
-    let by_other = app.call(Some(FACTORY), &MarkMessageRead { id }).await;
+    let by_other = app
+        .call(
+            Some(FACTORY),
+            &MarkMessageRead {
+                id,
+                client_mutation_id: None,
+            },
+        )
+        .await;
     assert_eq!(by_other.status, StatusCode::FORBIDDEN);
-    let by_recipient = app.call(Some(BUYER), &MarkMessageRead { id }).await;
+    let by_recipient = app
+        .call(
+            Some(BUYER),
+            &MarkMessageRead {
+                id,
+                client_mutation_id: None,
+            },
+        )
+        .await;
     assert_eq!(by_recipient.status, StatusCode::OK);
     let read: bool = sqlx::query_scalar("select read_at is not null from messages where id = $1")
         .bind(id)

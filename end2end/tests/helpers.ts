@@ -36,6 +36,23 @@ export function consoleErrors(page: Page): string[] {
   return (page as Page & { consoleErrors?: string[] }).consoleErrors ?? [];
 }
 
+/**
+ * Console errors other than the browser's own network log: connections
+ * refused while a test keeps the server down or blocks the socket, and
+ * error statuses of requests the server rightly refuses.
+ */
+export function unexpectedErrors(page: Page): string[] {
+  return consoleErrors(page).filter(
+    (e) =>
+      !/WebSocket connection to .* failed|Failed to load resource: (net::ERR_CONNECTION_REFUSED|the server responded with a status of 4\d\d)/.test(e),
+  );
+}
+
+/** The connection indicator's state: connecting, live, reconnecting, polling or offline. */
+export function connection(page: Page) {
+  return page.locator('.connection-status');
+}
+
 /** A product name no other test uses. */
 export function uniqueProduct(what: string): string {
   return `${what} ${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;

@@ -6,7 +6,7 @@ use crate::model::{Contact, Message};
 
 #[cfg(feature = "ssr")]
 const MESSAGE_SELECT: &str = "select m.id, m.sender_id, s.name as sender_name, m.recipient_id, \
-    r.name as recipient_name, m.order_id, o.number as order_number, m.body, m.read_at, m.created_at \
+    r.name as recipient_name, m.order_id, o.number as order_number, m.body, m.read_at, m.client_mutation_id, m.created_at \
     from messages m join users s on s.id = m.sender_id join users r on r.id = m.recipient_id \
     left join orders o on o.id = m.order_id";
 
@@ -130,7 +130,7 @@ pub async fn send_message(
 
 /// Marks a received message read (a read receipt for its sender).
 #[server]
-pub async fn mark_message_read(id: Uuid) -> Result<(), AppError> {
+pub async fn mark_message_read(id: Uuid, client_mutation_id: Option<Uuid>) -> Result<(), AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let recipient: Option<Uuid> =
         sqlx::query_scalar("select recipient_id from messages where id = $1")
@@ -143,8 +143,11 @@ pub async fn mark_message_read(id: Uuid) -> Result<(), AppError> {
             "only the recipient can mark a message read",
         )),
         Some(_) => {
-            sqlx::query("update messages set read_at = now() where id = $1 and read_at is null")
-                .bind(id)
+            sqlx::query(
+                "update messages set read_at = now(), client_mutation_id = $2 where id = $1 and read_at is null",
+            )
+            .bind(id)
+            .bind(client_mutation_id)
                 .execute(&state.pool)
                 .await?;
             Ok(())

@@ -12,14 +12,15 @@ mod queries {
         f.name as factory_name, o.product, o.quantity, o.status, o.due_date, o.notes, \
         (select coalesce(sum(case s.status when 'done' then 100 when 'in_progress' then s.progress else 0 end), 0) / 6 \
            from production_stages s where s.order_id = o.id)::int4 as progress, \
-        o.created_at, o.updated_at \
+        o.client_mutation_id, o.created_at, o.updated_at \
         from orders o join users b on b.id = o.buyer_id left join factories f on f.id = o.factory_id";
 
     pub const STAGE_SELECT: &str = "select s.id, s.order_id, s.stage, s.position, s.status, s.progress, \
-        s.started_at, s.completed_at from production_stages s join orders o on o.id = s.order_id";
+        s.started_at, s.completed_at, s.client_mutation_id \
+        from production_stages s join orders o on o.id = s.order_id";
 
     pub const UPDATE_SELECT: &str = "select u.id, u.order_id, u.author_id, a.name as author_name, u.stage, \
-        u.text, u.created_at from order_updates u join orders o on o.id = u.order_id \
+        u.text, u.client_mutation_id, u.created_at from order_updates u join orders o on o.id = u.order_id \
         join users a on a.id = u.author_id";
 }
 

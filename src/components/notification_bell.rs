@@ -1,3 +1,4 @@
+use crate::realtime::client::{Listen, use_realtime};
 use leptos::prelude::*;
 use leptos_router::components::A;
 
@@ -8,7 +9,19 @@ use crate::model::{NotificationSummary, format_timestamp};
 #[component]
 pub fn NotificationBell() -> impl IntoView {
     let mark_read = ServerAction::<MarkNotificationsRead>::new();
-    let summary = Resource::new(move || mark_read.version().get(), |_| notifications());
+    let me = expect_context::<crate::app::Session>()
+        .user
+        .get_untracked()
+        .map(|u| u.id)
+        .unwrap_or_default();
+    let live = use_realtime(
+        Listen::table("notifications").filter(format!("user_id=eq.{me}")),
+        |_| {},
+    );
+    let summary = Resource::new(
+        move || (mark_read.version().get(), live.version.get()),
+        |_| notifications(),
+    );
     let open = RwSignal::new(false);
 
     view! {

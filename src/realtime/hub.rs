@@ -23,11 +23,12 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::authorization::{Audience, Viewer};
+use super::capture::Catalog;
 use super::change::Change;
 use super::cursor::ChangeCursor;
 use super::filter::SubscriptionFilter;
-use super::metrics::Metrics;
-use super::protocol::ChangeKind;
+use super::metrics::{ErrorKind, Metrics};
+use super::protocol::{ChangeKind, PostgresChangesRequest};
 use crate::model::Role;
 
 pub type ConnectionId = u64;
@@ -186,7 +187,78 @@ pub struct Binding {
     pub filter: SubscriptionFilter,
 }
 
+/// A refusal of bad input: what to count it as and what to tell the client.
+#[derive(Debug)]
+pub struct Refusal(pub ErrorKind, pub String);
+
 impl Binding {
+    /// Validates a binding as a client asked for it: a known event, the
+    /// public schema, a published table (or all), and a filter whose columns
+    /// and values fit the table.
+    pub fn from_request(
+        id: u64,
+        request: &PostgresChangesRequest,
+        catalog: &Catalog,
+    ) -> Result<Binding, Refusal> {
+        let kind = match request.event.to_ascii_uppercase().as_str() {
+            "*" => None,
+            "INSERT" => Some(ChangeKind::Insert),
+            "UPDATE" => Some(ChangeKind::Update),
+            "DELETE" => Some(ChangeKind::Delete),
+            other => {
+                return Err(Refusal(
+                    ErrorKind::UnknownEvent,
+                    format!("unknown event {other:?}: use *, INSERT, UPDATE or DELETE"),
+                ));
+            }
+        };
+        if request.schema != "public" && request.schema != "*" {
+            return Err(Refusal(
+                ErrorKind::UnknownTable,
+                format!(
+                    "unknown schema {:?}: realtime tables are in public",
+                    request.schema
+                ),
+            ));
+        }
+        let table = match request.table.as_deref() {
+            None | Some("*") | Some("") => None,
+            Some(name) if catalog.tables.contains_key(name) => Some(name),
+            Some(name) => {
+                let mut known: Vec<&str> = catalog.tables.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(Refusal(
+                    ErrorKind::UnknownTable,
+                    format!(
+                        "unknown table {name:?}: realtime tables are {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        };
+        let filter: SubscriptionFilter = request.filter.as_deref().unwrap_or("").parse().map_err(
+            |e: super::filter::FilterError| Refusal(ErrorKind::InvalidFilter, e.to_string()),
+        )?;
+        match table {
+            Some(table) => filter
+                .validate(|column| catalog.column_type(table, column))
+                .map_err(|e| Refusal(ErrorKind::InvalidFilter, format!("{e} in table {table}")))?,
+            None if !filter.is_empty() => {
+                return Err(Refusal(
+                    ErrorKind::InvalidFilter,
+                    "invalid filter: a filter needs a table".into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(Binding {
+            id,
+            kind,
+            table: table.map(Arc::from),
+            filter,
+        })
+    }
+
     fn matches(&self, change: &Change) -> bool {
         self.kind.is_none_or(|kind| kind == change.kind)
             && self
@@ -234,6 +306,29 @@ pub enum CatchUp {
     Reset { head: ChangeCursor },
     /// The subscription is gone.
     Gone,
+}
+
+/// The ids of the bindings a change matches, if the viewer may see it.
+fn matching_ids(viewer: &Viewer, bindings: &[Binding], change: &Change) -> Vec<u64> {
+    if !viewer.may_see(&change.audience) {
+        return Vec::new();
+    }
+    bindings
+        .iter()
+        .filter(|b| b.matches(change))
+        .map(|b| b.id)
+        .collect()
+}
+
+/// What a poll finds.
+pub enum PollRead {
+    Changes {
+        changes: Vec<(Vec<u64>, Arc<Change>)>,
+        position: ChangeCursor,
+    },
+    Reset {
+        head: ChangeCursor,
+    },
 }
 
 struct Subscription {
@@ -590,6 +685,39 @@ impl Hub {
             subscription.live = true;
         }
         CatchUp::Batch { changes, done }
+    }
+
+    /// For polling: the changes after `after` that a viewer's bindings
+    /// match, at most `limit`, and the position reached; or a reset when
+    /// `after` is older than the log.
+    pub fn read_after(
+        &self,
+        viewer: &Viewer,
+        bindings: &[Binding],
+        after: ChangeCursor,
+        limit: usize,
+    ) -> PollRead {
+        let state = self.lock();
+        if after < state.floor {
+            return PollRead::Reset { head: state.head };
+        }
+        let start = state.log.partition_point(|c| c.cursor <= after);
+        let mut changes = Vec::new();
+        let mut position = after;
+        for change in state.log.range(start..) {
+            position = change.cursor;
+            let ids = matching_ids(viewer, bindings, change);
+            if !ids.is_empty() {
+                changes.push((ids, change.clone()));
+                if changes.len() >= limit {
+                    return PollRead::Changes { changes, position };
+                }
+            }
+        }
+        PollRead::Changes {
+            changes,
+            position: position.max(state.head),
+        }
     }
 
     /// Ends the subscriptions of one channel on a connection.

@@ -19,14 +19,14 @@ use tokio::time::Instant;
 
 use super::authorization::Viewer;
 use super::engine::Realtime;
-use super::filter::SubscriptionFilter;
+use super::hub::Refusal;
 use super::hub::{
     Binding, CatchUp, Channel, ConnectionHandle, ConnectionQueue, Outbound, SubscribeRequest,
 };
 use super::metrics::ErrorKind;
 use super::protocol::{
-    self, ChangeKind, Frame, JoinPayload, JoinResponse, Notice, PostgresChangesBinding,
-    PostgresChangesRequest, SystemMessage, Vsn, encode_raw,
+    self, Frame, JoinPayload, JoinResponse, Notice, PostgresChangesBinding, PostgresChangesRequest,
+    SystemMessage, Vsn, encode_raw,
 };
 use crate::error::AppError;
 use crate::model::Role;
@@ -294,9 +294,6 @@ struct Reader {
     next_binding: u64,
 }
 
-/// A refusal: what to count it as and what to tell the client.
-struct Refusal(ErrorKind, String);
-
 impl Reader {
     async fn run(mut self, mut stream: SplitStream<WebSocket>) {
         let heartbeat = Duration::from_secs(self.realtime.settings.heartbeat_timeout_secs.max(1));
@@ -485,66 +482,9 @@ impl Reader {
     }
 
     fn binding(&mut self, request: &PostgresChangesRequest) -> Result<Binding, Refusal> {
-        let kind = match request.event.to_ascii_uppercase().as_str() {
-            "*" => None,
-            "INSERT" => Some(ChangeKind::Insert),
-            "UPDATE" => Some(ChangeKind::Update),
-            "DELETE" => Some(ChangeKind::Delete),
-            other => {
-                return Err(Refusal(
-                    ErrorKind::UnknownEvent,
-                    format!("unknown event {other:?}: use *, INSERT, UPDATE or DELETE"),
-                ));
-            }
-        };
-        if request.schema != "public" && request.schema != "*" {
-            return Err(Refusal(
-                ErrorKind::UnknownTable,
-                format!(
-                    "unknown schema {:?}: realtime tables are in public",
-                    request.schema
-                ),
-            ));
-        }
-        let catalog = &self.realtime.catalog;
-        let table = match request.table.as_deref() {
-            None | Some("*") | Some("") => None,
-            Some(name) if catalog.tables.contains_key(name) => Some(name),
-            Some(name) => {
-                let mut known: Vec<&str> = catalog.tables.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                return Err(Refusal(
-                    ErrorKind::UnknownTable,
-                    format!(
-                        "unknown table {name:?}: realtime tables are {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        };
-        let filter: SubscriptionFilter = request.filter.as_deref().unwrap_or("").parse().map_err(
-            |e: super::filter::FilterError| Refusal(ErrorKind::InvalidFilter, e.to_string()),
-        )?;
-        match table {
-            Some(table) => filter
-                .validate(|column| catalog.column_type(table, column))
-                .map_err(|e| Refusal(ErrorKind::InvalidFilter, format!("{e} in table {table}")))?,
-            None if !filter.is_empty() => {
-                return Err(Refusal(
-                    ErrorKind::InvalidFilter,
-                    "invalid filter: a filter needs a table".into(),
-                ));
-            }
-            None => {}
-        }
-        let id = self.next_binding;
+        let binding = Binding::from_request(self.next_binding, request, &self.realtime.catalog)?;
         self.next_binding += 1;
-        Ok(Binding {
-            id,
-            kind,
-            table: table.map(Arc::from),
-            filter,
-        })
+        Ok(binding)
     }
 
     /// Joins a channel; Ok(false) if the connection is gone.

@@ -1,9 +1,12 @@
+use crate::components::optimistic::Optimistic;
+use crate::realtime::client::{Listen, use_realtime};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
+use uuid::Uuid;
 
-use crate::api::messages::{MarkMessageRead, SendMessage, list_contacts, list_messages};
+use crate::api::messages::{SendMessage, list_contacts, list_messages, mark_message_read};
 use crate::api::orders::list_orders;
 use crate::components::form_feedback::{FormError, action_error};
 use crate::model::{Message, format_timestamp};
@@ -14,7 +17,12 @@ pub fn MessagesPage() -> impl IntoView {
     let query = use_query_map();
     let tab = move || query.read().get("tab").unwrap_or_else(|| "inbox".into());
     let send = ServerAction::<SendMessage>::new();
-    let mark_read = ServerAction::<MarkMessageRead>::new();
+    // a message being marked read, shown read at once
+    let reads: Optimistic<Uuid> = Optimistic::new();
+    // every message to or from me (the server only sends those)
+    let live = use_realtime(Listen::table("messages"), move |event| {
+        reads.confirm_from(event)
+    });
 
     view! {
         <Title text="Messages · Threadline"/>
@@ -25,9 +33,9 @@ pub fn MessagesPage() -> impl IntoView {
             <TabLink name="compose" label="Compose" current=Signal::derive(tab)/>
         </nav>
         {move || match tab().as_str() {
-            "sent" => view! { <Folder folder="sent" send mark_read/> }.into_any(),
+            "sent" => view! { <Folder folder="sent" send reads version=live.version/> }.into_any(),
             "compose" => view! { <Compose send/> }.into_any(),
-            _ => view! { <Folder folder="inbox" send mark_read/> }.into_any(),
+            _ => view! { <Folder folder="inbox" send reads version=live.version/> }.into_any(),
         }}
     }
 }
@@ -45,17 +53,28 @@ fn TabLink(name: &'static str, label: &'static str, current: Signal<String>) -> 
 fn Folder(
     folder: &'static str,
     send: ServerAction<SendMessage>,
-    mark_read: ServerAction<MarkMessageRead>,
+    reads: Optimistic<Uuid>,
+    version: ReadSignal<u64>,
 ) -> impl IntoView {
     let messages = Resource::new(
-        move || (send.version().get(), mark_read.version().get()),
+        move || (send.version().get(), version.get()),
         move |_| list_messages(folder.to_string()),
     );
-    let error = action_error(mark_read);
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = messages.get() {
+            reads.settle_confirmed(
+                &list
+                    .iter()
+                    .filter(|m| m.read_at.is_some())
+                    .filter_map(|m| m.client_mutation_id)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    });
     let sent_ok = move || folder == "sent" && matches!(send.value().get(), Some(Ok(_)));
     view! {
         <Show when=sent_ok><p class="success" role="status">"Message sent."</p></Show>
-        <FormError message=error/>
+        <FormError message=Signal::derive(move || reads.error.get())/>
         <Transition fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
             {move || messages.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
@@ -64,7 +83,7 @@ fn Folder(
                 }.into_any(),
                 Ok(list) => view! {
                     <ul class="message-list" data-folder=folder>
-                        {list.into_iter().map(|m| view! { <MessageRow message=m folder mark_read/> }).collect_view()}
+                        {list.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
                     </ul>
                 }.into_any(),
             })}
@@ -76,18 +95,29 @@ fn Folder(
 fn MessageRow(
     message: Message,
     folder: &'static str,
-    mark_read: ServerAction<MarkMessageRead>,
+    reads: Optimistic<Uuid>,
+    refetch: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
-    let unread = message.read_at.is_none();
     let id = message.id;
     let inbox = folder == "inbox";
+    let confirmed_read = message.read_at.is_some();
+    let pending_read = move || reads.all().iter().any(|p| p.value == id);
+    let unread = move || !confirmed_read && !pending_read();
     let who = if inbox {
         format!("From {}", message.sender_name)
     } else {
         format!("To {}", message.recipient_name)
     };
+    let mark = move |_| {
+        let refetch = refetch.clone();
+        reads.run(
+            id,
+            move |mutation| mark_message_read(id, Some(mutation)),
+            refetch,
+        );
+    };
     view! {
-        <li class="message" class:unread=move || inbox && unread data-message-id=id.to_string()>
+        <li class="message" class:unread=move || inbox && unread() data-message-id=id.to_string()>
             <div class="message-meta">
                 <strong>{who}</strong>
                 {message.order_id.zip(message.order_number).map(|(order_id, number)| view! {
@@ -98,11 +128,11 @@ fn MessageRow(
             <p class="message-body">{message.body.clone()}</p>
             <div class="message-foot">
                 {if inbox {
-                    unread.then(|| view! {
-                        <button type="button" class="link-button"
-                            on:click=move |_| { mark_read.dispatch(MarkMessageRead { id }); }
-                        >"Mark read"</button>
-                    }).into_any()
+                    view! {
+                        <Show when=unread fallback=move || pending_read().then(|| view! { <span class="pending-note">"marking read…"</span> })>
+                            <button type="button" class="link-button" on:click=mark.clone()>"Mark read"</button>
+                        </Show>
+                    }.into_any()
                 } else {
                     view! {
                         <span class="receipt small">{match message.read_at {

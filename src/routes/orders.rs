@@ -1,3 +1,4 @@
+use crate::realtime::client::{Listen, use_realtime};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{A, Form};
@@ -16,9 +17,20 @@ pub fn OrdersPage() -> impl IntoView {
     let status = move || query.read().get("status").filter(|s| !s.is_empty());
     let search = move || query.read().get("q").filter(|s| !s.is_empty());
     let create = ServerAction::<CreateOrder>::new();
+    // any order or stage change may move a row of this list
+    let orders_live = use_realtime(Listen::table("orders"), |_| {});
+    let stages_live = use_realtime(Listen::table("production_stages").event("UPDATE"), |_| {});
     let orders = Resource::new(
-        move || (status(), search(), create.version().get()),
-        |(status, search, _)| list_orders(status, search),
+        move || {
+            (
+                status(),
+                search(),
+                create.version().get(),
+                orders_live.version.get(),
+                stages_live.version.get(),
+            )
+        },
+        |(status, search, ..)| list_orders(status, search),
     );
     let is_buyer = user.role == Role::Buyer;
 

@@ -1,0 +1,202 @@
+//! The browser's side of realtime: one WebSocket per page shared by every
+//! subscription, with heartbeats, reconnection with backoff (and at once on
+//! `online`, `focus` and visibility), resume from cursors, and a polling
+//! fallback over the same cursors. Components use [`use_realtime`]; on the
+//! server (SSR) it does nothing and pages render from their resources.
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+
+use super::cursor::ChangeCursor;
+use super::protocol::ChangeEvent;
+
+#[cfg(feature = "hydrate")]
+mod browser;
+
+/// How the page is connected to live updates.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConnectionStatus {
+    /// Opening the socket for the first time.
+    Connecting,
+    /// Subscribed over the WebSocket.
+    Live,
+    /// The socket dropped; the next try is at `retry_at` (ms since the epoch).
+    Reconnecting { attempt: u32, retry_at: f64 },
+    /// The socket cannot be held; changes come by polling (nothing is lost).
+    Polling,
+    /// The browser says it has no network.
+    Offline,
+}
+
+impl ConnectionStatus {
+    /// A short name for styles and tests.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConnectionStatus::Connecting => "connecting",
+            ConnectionStatus::Live => "live",
+            ConnectionStatus::Reconnecting { .. } => "reconnecting",
+            ConnectionStatus::Polling => "polling",
+            ConnectionStatus::Offline => "offline",
+        }
+    }
+}
+
+/// What a component listens to: a table, an event (`*`, `INSERT`,
+/// `UPDATE`, `DELETE`) and an optional filter (`column=op.value`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub table: &'static str,
+    pub event: &'static str,
+    pub filter: Option<String>,
+}
+
+impl Listen {
+    pub fn table(table: &'static str) -> Listen {
+        Listen {
+            table,
+            event: "*",
+            filter: None,
+        }
+    }
+
+    pub fn event(mut self, event: &'static str) -> Listen {
+        self.event = event;
+        self
+    }
+
+    pub fn filter(mut self, filter: impl Into<String>) -> Listen {
+        self.filter = Some(filter.into());
+        self
+    }
+}
+
+/// What a subscription hears.
+#[derive(Clone, Debug)]
+pub enum RealtimeEvent {
+    Change(Arc<ChangeEvent>),
+    /// Changes may have been missed (the page was away too long): refetch.
+    Reset,
+}
+
+impl RealtimeEvent {
+    /// The `client_mutation_id` of the changed row, if any: how an
+    /// optimistic update recognizes its own confirmation.
+    pub fn mutation_id(&self) -> Option<uuid::Uuid> {
+        match self {
+            RealtimeEvent::Change(event) => event
+                .data
+                .record
+                .as_ref()?
+                .get("client_mutation_id")?
+                .as_str()?
+                .parse()
+                .ok(),
+            RealtimeEvent::Reset => None,
+        }
+    }
+}
+
+/// A subscription's signals. `version` counts changes and resets: use it as
+/// a resource source so each change refetches exactly that resource.
+#[derive(Clone, Copy)]
+pub struct RealtimeHandle {
+    pub version: ReadSignal<u64>,
+    pub last: ReadSignal<Option<RealtimeEvent>>,
+}
+
+/// The page's realtime connection, in context.
+#[derive(Clone, Copy)]
+pub struct RealtimeClient {
+    pub status: RwSignal<ConnectionStatus>,
+    /// When the last change or heartbeat reply arrived (ms since the epoch).
+    pub last_activity: RwSignal<Option<f64>>,
+    #[cfg(feature = "hydrate")]
+    inner: StoredValue<browser::Connection, LocalStorage>,
+}
+
+impl RealtimeClient {
+    /// Tries to reconnect now instead of waiting for the next retry.
+    pub fn retry_now(&self) {
+        #[cfg(feature = "hydrate")]
+        self.inner.with_value(|connection| connection.retry_now());
+    }
+
+    /// Closes the socket (it speaks for the user who signed out).
+    pub fn disconnect(&self) {
+        #[cfg(feature = "hydrate")]
+        self.inner.with_value(|connection| connection.disconnect());
+    }
+}
+
+/// Provides the page's connection. `start` is the newest change cursor the
+/// server knew before it fetched the page's data: subscriptions resume from
+/// it, so nothing committed between rendering and subscribing is missed.
+pub fn provide_realtime(start: Option<ChangeCursor>) -> RealtimeClient {
+    let status = RwSignal::new(ConnectionStatus::Connecting);
+    let last_activity = RwSignal::new(None);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = start;
+    let client = RealtimeClient {
+        status,
+        last_activity,
+        #[cfg(feature = "hydrate")]
+        inner: StoredValue::new_local(browser::Connection::new(status, last_activity, start)),
+    };
+    provide_context(client);
+    client
+}
+
+pub fn use_connection() -> Option<RealtimeClient> {
+    use_context::<RealtimeClient>()
+}
+
+/// Subscribes the calling component to changes; unsubscribes when it is
+/// cleaned up. `on_event` runs for each change (and each reset).
+pub fn use_realtime(listen: Listen, on_event: impl Fn(&RealtimeEvent) + 'static) -> RealtimeHandle {
+    let (version, set_version) = signal(0u64);
+    let (last, set_last) = signal(None::<RealtimeEvent>);
+    #[cfg(feature = "hydrate")]
+    if let Some(client) = use_connection() {
+        let topic = client.inner.with_value(|connection| {
+            connection.subscribe(
+                &listen,
+                Box::new(move |event: &RealtimeEvent| {
+                    on_event(event);
+                    set_last.set(Some(event.clone()));
+                    set_version.update(|v| *v += 1);
+                }),
+            )
+        });
+        on_cleanup(move || {
+            client
+                .inner
+                .try_with_value(|connection| connection.unsubscribe(&topic));
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (listen, on_event, set_version, set_last);
+    RealtimeHandle { version, last }
+}
+
+/// A fresh id for an optimistic mutation, echoed back in its change event.
+pub fn new_mutation_id() -> uuid::Uuid {
+    #[cfg(feature = "hydrate")]
+    {
+        // getRandomValues works on plain-HTTP origins too (randomUUID does not)
+        let mut bytes = [0u8; 16];
+        if let Some(crypto) = web_sys::window().and_then(|w| w.crypto().ok()) {
+            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+        }
+        if bytes == [0u8; 16] {
+            for byte in bytes.iter_mut() {
+                *byte = (js_sys::Math::random() * 256.0) as u8;
+            }
+        }
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        uuid::Uuid::nil()
+    }
+}
