@@ -74,6 +74,10 @@ struct State {
     retry: Option<TimeoutHandle>,
     polling: bool,
     poll_running: bool,
+    /// Whether the last poll got through (only then is the page "polling").
+    poll_ok: bool,
+    /// When the next socket attempt is due (ms since the epoch).
+    retry_at: f64,
     started: bool,
 }
 
@@ -111,6 +115,8 @@ impl Connection {
                 retry: None,
                 polling: false,
                 poll_running: false,
+                poll_ok: false,
+                retry_at: 0.0,
                 started: false,
             })),
         }
@@ -366,7 +372,8 @@ impl Connection {
             (FIRST_RETRY_MS * 2f64.powi(state.attempt.saturating_sub(1) as i32)).min(MAX_RETRY_MS);
         let delay = ceiling * (0.5 + js_sys::Math::random() / 2.0);
         let retry_at = now() + delay;
-        state.status.set(if state.polling {
+        state.retry_at = retry_at;
+        state.status.set(if state.polling && state.poll_ok {
             ConnectionStatus::Polling
         } else {
             ConnectionStatus::Reconnecting {
@@ -433,10 +440,11 @@ impl Connection {
                 state.status.set(ConnectionStatus::Live);
             }
             match frame.event.as_str() {
-                protocol::REPLY if frame.topic == protocol::PHOENIX_TOPIC => {
-                    if state.heartbeat_pending.as_deref() == frame.msg_ref.as_deref() {
-                        state.heartbeat_pending = None;
-                    }
+                protocol::REPLY
+                    if frame.topic == protocol::PHOENIX_TOPIC
+                        && state.heartbeat_pending.as_deref() == frame.msg_ref.as_deref() =>
+                {
+                    state.heartbeat_pending = None;
                 }
                 protocol::REPLY => {
                     if let Some(channel) = state.channels.get_mut(&frame.topic)
@@ -517,6 +525,18 @@ impl Connection {
             {
                 let mut state = this.state.borrow_mut();
                 state.poll_running = false;
+                let live = state.socket.as_ref().is_some_and(|s| s.answered);
+                state.poll_ok = result.is_ok();
+                if !live && state.polling {
+                    state.status.set(if state.poll_ok {
+                        ConnectionStatus::Polling
+                    } else {
+                        ConnectionStatus::Reconnecting {
+                            attempt: state.attempt,
+                            retry_at: state.retry_at,
+                        }
+                    });
+                }
                 if let Ok(results) = result {
                     state.last_activity.set(Some(now()));
                     for result in results {
