@@ -15,11 +15,11 @@
 //!   hub never waits for it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::authorization::{Audience, Viewer};
@@ -49,8 +49,6 @@ pub enum Outbound {
         subscription: SubscriptionId,
         channel: Arc<Channel>,
     },
-    /// Close the socket with this code and reason.
-    Close { code: u16, reason: &'static str },
 }
 
 /// A joined Phoenix channel on one connection.
@@ -67,31 +65,58 @@ pub struct Channel {
 /// healthy reader is never cut off by one large transaction.
 pub struct ConnectionHandle {
     pub id: ConnectionId,
-    queue: mpsc::UnboundedSender<Outbound>,
-    backlog: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     limit: usize,
     cut_off: Arc<CutOff>,
 }
 
-/// The receiving end of a connection's queue, which keeps the backlog count.
+/// A queue that allocates nothing until something is queued (an idle
+/// connection's whole queue is a few words).
+#[derive(Default)]
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The receiving end of a connection's queue; dropping it closes the queue.
 pub struct ConnectionQueue {
-    queue: mpsc::UnboundedReceiver<Outbound>,
-    backlog: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
 }
 
 impl ConnectionQueue {
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.queue.recv().await;
-        self.backlog
-            .fetch_sub(usize::from(item.is_some()), Ordering::SeqCst);
-        item
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.queue.ready.notified().await;
+        }
     }
 
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.queue.try_recv().ok();
-        self.backlog
-            .fetch_sub(usize::from(item.is_some()), Ordering::SeqCst);
+        let mut items = self.queue.items();
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > 64 {
+            // give back what a burst took
+            items.shrink_to_fit();
+        }
         item
+    }
+}
+
+impl Drop for ConnectionQueue {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.items().clear();
     }
 }
 
@@ -122,38 +147,29 @@ impl CutOff {
 
 impl ConnectionHandle {
     pub fn new(id: ConnectionId, limit: usize) -> (Arc<ConnectionHandle>, ConnectionQueue) {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(Queue::default());
         let handle = Arc::new(ConnectionHandle {
             id,
-            queue,
-            backlog: backlog.clone(),
+            queue: queue.clone(),
             limit,
             cut_off: Arc::default(),
         });
-        (
-            handle,
-            ConnectionQueue {
-                queue: receiver,
-                backlog,
-            },
-        )
+        (handle, ConnectionQueue { queue })
     }
 
     /// Whether a new transaction may be queued: the backlog is under the limit.
     fn has_room(&self) -> bool {
-        self.backlog.load(Ordering::SeqCst) < self.limit
+        self.queue.items().len() < self.limit
     }
 
     /// Queues without waiting; false if the connection is gone.
     pub fn push(&self, item: Outbound) -> bool {
-        self.backlog.fetch_add(1, Ordering::SeqCst);
-        if self.queue.send(item).is_ok() {
-            true
-        } else {
-            self.backlog.fetch_sub(1, Ordering::SeqCst);
-            false
+        if self.queue.closed.load(Ordering::SeqCst) {
+            return false;
         }
+        self.queue.items().push_back(item);
+        self.queue.ready.notify_one();
+        true
     }
 
     /// Queues the connection's own messages (replies, notices).
@@ -169,8 +185,7 @@ impl ConnectionHandle {
         self.cut_off.is_raised()
     }
 
-    /// The cut-off signal, for the connection's writer (which must not hold
-    /// the queue's sender, so the queue closes when the connection ends).
+    /// The cut-off signal, for the connection's task.
     pub fn cut_off_signal(&self) -> Arc<CutOff> {
         self.cut_off.clone()
     }

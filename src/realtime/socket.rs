@@ -12,8 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -61,7 +60,11 @@ pub async fn websocket(
     } else {
         None
     };
+    // tungstenite preallocates its read buffer (128 KiB by default) for
+    // every socket; 1 KiB grows on demand and keeps idle sockets small.
     upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| serve(socket, state, realtime, vsn, cookie_viewer))
@@ -82,25 +85,22 @@ fn same_origin(headers: &HeaderMap) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
+/// One task per connection: it reads the client's messages, writes the
+/// queue (replies and changes, in order), and watches the heartbeat, the
+/// access tokens and the hub's cut-off signal.
 async fn serve(
-    socket: WebSocket,
+    mut socket: WebSocket,
     state: AppState,
     realtime: Arc<Realtime>,
     vsn: Vsn,
     cookie_viewer: Option<Viewer>,
 ) {
     let id = realtime.next_id();
-    let (connection, queue_rx) = ConnectionHandle::new(id, realtime.settings.queue_size.max(8));
+    let (connection, mut queue) = ConnectionHandle::new(id, realtime.settings.queue_size.max(8));
+    let cut_off = connection.cut_off_signal();
     realtime.metrics.connections.inc();
-    let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write(
-        sink,
-        queue_rx,
-        connection.clone(),
-        realtime.clone(),
-        vsn,
-    ));
-    let reader = Reader {
+    let heartbeat = Duration::from_secs(realtime.settings.heartbeat_timeout_secs.max(1));
+    let mut reader = Reader {
         state,
         realtime: realtime.clone(),
         connection,
@@ -109,79 +109,70 @@ async fn serve(
         channels: HashMap::new(),
         next_binding: 1,
     };
-    let mut reading = tokio::spawn(reader.run(stream));
-    tokio::select! {
-        _ = &mut writer => reading.abort(),
-        _ = &mut reading => {
-            // Let the writer send what is queued (a close reason, say), briefly.
-            realtime.hub.remove_connection(id);
-            if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
-                writer.abort();
+    let mut heard_at = Instant::now();
+    loop {
+        let expiry = reader.next_expiry();
+        tokio::select! {
+            biased;
+            _ = cut_off.notified() => {
+                let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system",
+                    "this connection fell too far behind; reconnect and resume from your last cursor",
+                    Some(Notice::SlowConsumer));
+                let _ = socket.send(Message::Text(notice.into())).await;
+                let _ = socket.send(close(protocol::CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume")).await;
+                break;
             }
+            // The handlers' futures are boxed: an idle connection then holds
+            // only a small future, not the state of every path it might take.
+            item = queue.recv() => {
+                let Some(item) = item else { break };
+                if Box::pin(write(&mut socket, item, &mut queue, &realtime, vsn)).await.is_err() {
+                    break;
+                }
+            }
+            message = socket.recv() => {
+                let Some(Ok(message)) = message else { break };
+                heard_at = Instant::now();
+                if !Box::pin(reader.on_message(message)).await {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(heard_at + heartbeat) => {
+                let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system", "no heartbeat received; closing", None);
+                let _ = socket.send(Message::Text(notice.into())).await;
+                let _ = socket.send(close(protocol::CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")).await;
+                break;
+            }
+            _ = sleep_until_unix(expiry), if expiry.is_some() => Box::pin(reader.expire_tokens()).await,
         }
     }
     realtime.hub.remove_connection(id);
     realtime.metrics.connections.dec();
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
+/// Writes one queued item and whatever else is already queued, then flushes.
 async fn write(
-    mut sink: Sink,
-    mut queue: ConnectionQueue,
-    connection: Arc<ConnectionHandle>,
-    realtime: Arc<Realtime>,
+    socket: &mut WebSocket,
+    first: Outbound,
+    queue: &mut ConnectionQueue,
+    realtime: &Realtime,
     vsn: Vsn,
-) {
-    let signal = connection.cut_off_signal();
-    drop(connection);
-    loop {
-        let item = tokio::select! {
-            biased;
-            _ = signal.notified() => {
-                let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system",
-                    "this connection fell too far behind; reconnect and resume from your last cursor",
-                    Some(Notice::SlowConsumer));
-                let _ = sink.send(Message::Text(notice.into())).await;
-                let _ = sink.send(close(protocol::CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume")).await;
-                return;
-            }
-            item = queue.recv() => item,
-        };
-        let Some(item) = item else {
-            let _ = sink
-                .send(close(protocol::CLOSE_GOING_AWAY, "closing"))
-                .await;
-            return;
-        };
-        if send_item(&mut sink, item, &realtime, vsn).await.is_err() {
-            return;
-        }
-        // Write whatever else is already queued, then flush once.
-        while let Some(item) = queue.try_recv() {
-            if send_item(&mut sink, item, &realtime, vsn).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
+) -> Result<(), axum::Error> {
+    send_item(socket, first, realtime, vsn).await?;
+    while let Some(item) = queue.try_recv() {
+        send_item(socket, item, realtime, vsn).await?;
     }
+    socket.flush().await
 }
 
 async fn send_item(
-    sink: &mut Sink,
+    sink: &mut WebSocket,
     item: Outbound,
     realtime: &Realtime,
     vsn: Vsn,
 ) -> Result<(), axum::Error> {
     match item {
         Outbound::Text(text) => sink.feed(Message::Text(text.into())).await,
-        Outbound::Close { code, reason } => {
-            sink.send(close(code, reason)).await?;
-            // stop writing: the socket is closed
-            Err(axum::Error::new("closed"))
-        }
         Outbound::Change {
             channel,
             ids,
@@ -295,63 +286,24 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
-        let heartbeat = Duration::from_secs(self.realtime.settings.heartbeat_timeout_secs.max(1));
-        loop {
-            let expiry = self.next_expiry();
-            let next = tokio::select! {
-                next = tokio::time::timeout(heartbeat, stream.next()) => next,
-                _ = sleep_until_unix(expiry), if expiry.is_some() => {
-                    self.expire_tokens().await;
-                    continue;
-                }
-            };
-            let message = match next {
-                Err(_) => {
-                    let _ = self
-                        .send(system_frame(
-                            self.vsn,
-                            protocol::PHOENIX_TOPIC,
-                            "error",
-                            "system",
-                            "no heartbeat received; closing",
-                            None,
-                        ))
-                        .await;
-                    self.connection
-                        .send(Outbound::Close {
-                            code: protocol::CLOSE_HEARTBEAT_TIMEOUT,
-                            reason: "heartbeat timeout",
-                        })
-                        .await;
-                    return;
-                }
-                Ok(None) | Ok(Some(Err(_))) => return,
-                Ok(Some(Ok(message))) => message,
-            };
-            match message {
-                Message::Text(text) => {
-                    if !self.handle_text(text.as_str()).await {
-                        return;
-                    }
-                }
-                Message::Binary(_) => {
-                    self.realtime.metrics.error(ErrorKind::BadJson);
-                    let frame = system_frame(
-                        self.vsn,
-                        protocol::PHOENIX_TOPIC,
-                        "error",
-                        "system",
-                        "binary messages are not supported; send JSON text",
-                        None,
-                    );
-                    if !self.send(frame).await {
-                        return;
-                    }
-                }
-                Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) => {}
+    /// Handles one message from the client; false when the connection should end.
+    async fn on_message(&mut self, message: Message) -> bool {
+        match message {
+            Message::Text(text) => self.handle_text(text.as_str()).await,
+            Message::Binary(_) => {
+                self.realtime.metrics.error(ErrorKind::BadJson);
+                let frame = system_frame(
+                    self.vsn,
+                    protocol::PHOENIX_TOPIC,
+                    "error",
+                    "system",
+                    "binary messages are not supported; send JSON text",
+                    None,
+                );
+                self.send(frame).await
             }
+            Message::Close(_) => false,
+            Message::Ping(_) | Message::Pong(_) => true,
         }
     }
 

@@ -1,0 +1,164 @@
+//! The server process (started here, or already running) and CPU / memory
+//! readings of it and of this generator from /proc.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub struct Server {
+    pub base: String,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub async fn start(args: &crate::args::Args) -> Result<Server, String> {
+        if let Some(url) = &args.url {
+            let server = Server {
+                base: url.trim_end_matches('/').to_string(),
+                child: None,
+            };
+            server.wait_healthy().await?;
+            return Ok(server);
+        }
+        let child = Command::new(&args.server)
+            .arg("serve")
+            .env("DATABASE_URL", &args.database_url)
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{}", args.port))
+            .env("THREADLINE_REALTIME_SLOT", "threadline_loadgen")
+            .env("THREADLINE_RETENTION_CHANGES", "250000")
+            .env("THREADLINE_QUEUE_SIZE", "8192")
+            .env("THREADLINE_DEMO", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e} (build it with ./scripts/build release)",
+                    args.server
+                )
+            })?;
+        let server = Server {
+            base: format!("http://127.0.0.1:{}", args.port),
+            child: Some(child),
+        };
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    async fn wait_healthy(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if crate::data::http(&self.base, "GET", "/healthz", None)
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "the server at {} did not become healthy",
+            self.base
+        ))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}/realtime/v1/websocket?vsn=2.0.0",
+            self.base.replacen("http", "ws", 1)
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(pid) = child.id() {
+                // SIGTERM for a clean stop (the slot position is recorded)
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
+    }
+
+    /// A counter or gauge from /metrics.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = crate::data::http(&self.base, "GET", "/metrics", None)
+            .await
+            .ok()?;
+        body.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// CPU time (seconds) and resident memory (bytes) of a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+}
+
+pub fn usage(pid: Option<u32>) -> Option<Usage> {
+    let dir = pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"));
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // fields after the command name, which may contain spaces
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(Usage {
+        cpu_seconds: ticks / 100.0,
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// Usage over a window: CPU as percent of one core.
+pub struct Window {
+    pid: Option<u32>,
+    start: Instant,
+    server: Option<Usage>,
+    generator: Option<Usage>,
+}
+
+impl Window {
+    pub fn begin(pid: Option<u32>) -> Window {
+        Window {
+            pid,
+            start: Instant::now(),
+            server: pid.and_then(|p| usage(Some(p))),
+            generator: usage(None),
+        }
+    }
+
+    /// (server CPU %, server RSS, generator CPU %, generator RSS)
+    pub fn end(&self) -> (Option<f64>, Option<u64>, Option<f64>, Option<u64>) {
+        let elapsed = self.start.elapsed().as_secs_f64().max(1e-6);
+        let server_now = self.pid.and_then(|p| usage(Some(p)));
+        let generator_now = usage(None);
+        let cpu = |before: Option<Usage>, now: Option<Usage>| {
+            Some((now?.cpu_seconds - before?.cpu_seconds) / elapsed * 100.0)
+        };
+        (
+            cpu(self.server, server_now),
+            server_now.map(|u| u.rss_bytes),
+            cpu(self.generator, generator_now),
+            generator_now.map(|u| u.rss_bytes),
+        )
+    }
+}
