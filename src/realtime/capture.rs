@@ -26,6 +26,9 @@ use super::protocol::ChangeKind;
 
 pub const PUBLICATION: &str = "threadline_realtime";
 
+/// Changes handed to the hub under one lock.
+const PUBLISH_SLICE: usize = 1024;
+
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
@@ -347,7 +350,14 @@ impl Capture {
                         .collect();
                     if !changes.is_empty() {
                         self.metrics.transactions_captured.inc();
+                    }
+                    // a huge transaction goes in slices, so joins and
+                    // catch-ups are not held up behind all of it
+                    let mut changes = changes;
+                    while !changes.is_empty() {
+                        let rest = changes.split_off(changes.len().min(PUBLISH_SLICE));
                         self.hub.publish(changes);
+                        changes = rest;
                     }
                     processed = processed.max(end);
                     wal_end = wal_end.max(end);

@@ -188,7 +188,10 @@ fn value(kind: ValueKind, text: &str) -> Option<Value<'_>> {
             _ => return None,
         }),
         ValueKind::Timestamp => Value::Timestamp(parse_timestamp(text)?),
-        ValueKind::Uuid if is_uuid(text) => Value::Text(text.to_ascii_lowercase().into()),
+        ValueKind::Uuid if is_uuid(text) && text.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Value::Text(text.to_ascii_lowercase().into())
+        }
+        ValueKind::Uuid if is_uuid(text) => Value::Text(text.into()),
         ValueKind::Uuid => return None,
         ValueKind::Text => Value::Text(text.into()),
     })
@@ -259,58 +262,93 @@ impl SubscriptionFilter {
         self.conditions.is_empty()
     }
 
-    /// Checks the filter against a table's columns (name, type): every
-    /// column must exist and every value must be valid for its type.
-    pub fn validate<'a>(
+    /// Checks the filter against a table's columns (name → type) and parses
+    /// its values once: every column must exist and every value must be
+    /// valid for its type.
+    pub fn compile<'a>(
         &self,
         columns: impl Fn(&str) -> Option<&'a str>,
-    ) -> Result<(), FilterError> {
-        for condition in &self.conditions {
-            let type_name = columns(&condition.column)
-                .ok_or_else(|| FilterError(format!("there is no column {:?}", condition.column)))?;
-            let kind = ValueKind::of(type_name);
-            for v in &condition.values {
-                if value(kind, v).is_none() {
-                    return Err(FilterError(format!(
-                        "{v:?} is not a valid {type_name} for column {:?}",
-                        condition.column
-                    )));
-                }
-            }
-        }
-        Ok(())
+    ) -> Result<CompiledFilter, FilterError> {
+        let conditions = self
+            .conditions
+            .iter()
+            .map(|condition| {
+                let type_name = columns(&condition.column).ok_or_else(|| {
+                    FilterError(format!("there is no column {:?}", condition.column))
+                })?;
+                let kind = ValueKind::of(type_name);
+                let values = condition
+                    .values
+                    .iter()
+                    .map(|v| {
+                        value(kind, v).map(Value::into_owned).ok_or_else(|| {
+                            FilterError(format!(
+                                "{v:?} is not a valid {type_name} for column {:?}",
+                                condition.column
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(CompiledCondition {
+                    column: condition.column.clone(),
+                    kind,
+                    op: condition.op,
+                    values,
+                })
+            })
+            .collect::<Result<Vec<_>, FilterError>>()?;
+        Ok(CompiledFilter { conditions })
     }
 
     /// True when the row satisfies every condition. `field` gives a column's
     /// type name and text value (`None` for NULL), or `None` if the column
     /// does not exist.
     pub fn matches<'r>(&self, field: impl Fn(&str) -> Option<(&'r str, Option<&'r str>)>) -> bool {
+        self.compile(|column| field(column).map(|(type_name, _)| type_name))
+            .is_ok_and(|compiled| compiled.matches(|column| field(column).map(|(_, value)| value)))
+    }
+}
+
+/// A filter checked against its table, with its values parsed: what the
+/// server matches every change against.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledFilter {
+    conditions: Vec<CompiledCondition>,
+}
+
+#[derive(Clone, Debug)]
+struct CompiledCondition {
+    column: String,
+    kind: ValueKind,
+    op: FilterOp,
+    values: Vec<Value<'static>>,
+}
+
+impl CompiledFilter {
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    /// True when the row satisfies every condition; `field` gives a column's
+    /// text value (`None` inside for NULL).
+    pub fn matches<'r>(&self, field: impl Fn(&str) -> Option<Option<&'r str>>) -> bool {
         self.conditions.iter().all(|condition| {
-            let Some((type_name, Some(actual))) = field(&condition.column) else {
+            let Some(Some(actual)) = field(&condition.column) else {
                 return false;
             };
-            let kind = ValueKind::of(type_name);
-            let Some(actual) = value(kind, actual) else {
+            let Some(actual) = value(condition.kind, actual) else {
                 return false;
             };
-            let compare =
-                |expected: &str| value(kind, expected).and_then(|e| actual.partial_cmp(&e));
+            let compare = |expected: &Value<'static>| actual.partial_cmp(expected);
+            let first = &condition.values[0];
             match condition.op {
-                FilterOp::Eq => compare(&condition.values[0]) == Some(Ordering::Equal),
-                FilterOp::Neq => {
-                    matches!(compare(&condition.values[0]), Some(o) if o != Ordering::Equal)
-                }
-                FilterOp::Lt => compare(&condition.values[0]) == Some(Ordering::Less),
-                FilterOp::Lte => matches!(
-                    compare(&condition.values[0]),
-                    Some(Ordering::Less | Ordering::Equal)
-                ),
-                FilterOp::Gt => compare(&condition.values[0]) == Some(Ordering::Greater),
+                FilterOp::Eq => compare(first) == Some(Ordering::Equal),
+                FilterOp::Neq => matches!(compare(first), Some(o) if o != Ordering::Equal),
+                FilterOp::Lt => compare(first) == Some(Ordering::Less),
+                FilterOp::Lte => matches!(compare(first), Some(Ordering::Less | Ordering::Equal)),
+                FilterOp::Gt => compare(first) == Some(Ordering::Greater),
                 FilterOp::Gte => {
-                    matches!(
-                        compare(&condition.values[0]),
-                        Some(Ordering::Greater | Ordering::Equal)
-                    )
+                    matches!(compare(first), Some(Ordering::Greater | Ordering::Equal))
                 }
                 FilterOp::In => condition
                     .values
@@ -319,6 +357,43 @@ impl SubscriptionFilter {
             }
         })
     }
+
+    /// The first `eq` condition as (column, canonical value), so a server
+    /// can find this filter's subscriptions by the changed row's value
+    /// instead of trying every one.
+    pub fn index_key(&self) -> Option<(&str, String)> {
+        self.conditions
+            .iter()
+            .filter(|c| c.op == FilterOp::Eq)
+            .find_map(|c| c.values[0].canonical().map(|v| (c.column.as_str(), v)))
+    }
+}
+
+impl Value<'_> {
+    fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Text(text) => Value::Text(std::borrow::Cow::Owned(text.into_owned())),
+            Value::Integer(i) => Value::Integer(i),
+            Value::Float(f) => Value::Float(f),
+            Value::Bool(b) => Value::Bool(b),
+            Value::Timestamp(t) => Value::Timestamp(t),
+        }
+    }
+
+    /// One spelling per value (floats have none worth indexing).
+    fn canonical(&self) -> Option<String> {
+        match self {
+            Value::Integer(i) | Value::Timestamp(i) => Some(i.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Text(text) => Some(text.to_string()),
+            Value::Float(_) => None,
+        }
+    }
+}
+
+/// The canonical spelling of a row's value, to look up [`CompiledFilter::index_key`]s.
+pub fn canonical_value(type_name: &str, text: &str) -> Option<String> {
+    value(ValueKind::of(type_name), text)?.canonical()
 }
 
 #[cfg(test)]
@@ -420,17 +495,48 @@ mod tests {
                 .find(|(n, _, _)| *n == name)
                 .map(|(_, t, _)| *t)
         };
-        assert!(parse("quantity=gt.10").validate(columns).is_ok());
+        assert!(parse("quantity=gt.10").compile(columns).is_ok());
         let unknown = parse("colour=eq.red")
-            .validate(columns)
+            .compile(columns)
             .err()
             .map(|e| e.to_string());
         assert_eq!(
             unknown.as_deref(),
             Some("invalid filter: there is no column \"colour\"")
         );
-        assert!(parse("quantity=gt.ten").validate(columns).is_err());
-        assert!(parse("created_at=gt.yesterday").validate(columns).is_err());
+        assert!(parse("quantity=gt.ten").compile(columns).is_err());
+        assert!(parse("created_at=gt.yesterday").compile(columns).is_err());
+    }
+
+    #[test]
+    fn eq_conditions_give_a_canonical_index_key() {
+        let columns = |name: &str| {
+            ORDER
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, _)| *t)
+        };
+        let compiled =
+            parse("quantity=gt.5&id=eq.6F1C2A3E-0000-4000-8000-00000000000A").compile(columns);
+        let key = compiled
+            .as_ref()
+            .ok()
+            .and_then(|c| c.index_key())
+            .map(|(c, v)| (c.to_string(), v));
+        assert_eq!(
+            key,
+            Some((
+                "id".to_string(),
+                "6f1c2a3e-0000-4000-8000-00000000000a".to_string()
+            ))
+        );
+        assert_eq!(
+            canonical_value("uuid", "6f1c2a3e-0000-4000-8000-00000000000a"),
+            key.map(|(_, v)| v)
+        );
+        assert_eq!(canonical_value("int4", "007"), Some("7".to_string()));
+        let unindexed = parse("quantity=gt.5").compile(columns);
+        assert!(unindexed.is_ok_and(|c| c.index_key().is_none()));
     }
 
     #[test]

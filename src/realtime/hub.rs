@@ -26,7 +26,7 @@ use super::authorization::{Audience, Viewer};
 use super::capture::Catalog;
 use super::change::Change;
 use super::cursor::ChangeCursor;
-use super::filter::SubscriptionFilter;
+use super::filter::{CompiledFilter, SubscriptionFilter, canonical_value};
 use super::metrics::{ErrorKind, Metrics};
 use super::protocol::{ChangeKind, PostgresChangesRequest};
 use crate::model::Role;
@@ -199,7 +199,7 @@ pub struct Binding {
     pub kind: Option<ChangeKind>,
     /// `None` for every table.
     pub table: Option<Arc<str>>,
-    pub filter: SubscriptionFilter,
+    pub filter: CompiledFilter,
 }
 
 /// A refusal of bad input: what to count it as and what to tell the client.
@@ -254,9 +254,9 @@ impl Binding {
         let filter: SubscriptionFilter = request.filter.as_deref().unwrap_or("").parse().map_err(
             |e: super::filter::FilterError| Refusal(ErrorKind::InvalidFilter, e.to_string()),
         )?;
-        match table {
+        let filter = match table {
             Some(table) => filter
-                .validate(|column| catalog.column_type(table, column))
+                .compile(|column| catalog.column_type(table, column))
                 .map_err(|e| Refusal(ErrorKind::InvalidFilter, format!("{e} in table {table}")))?,
             None if !filter.is_empty() => {
                 return Err(Refusal(
@@ -264,8 +264,8 @@ impl Binding {
                     "invalid filter: a filter needs a table".into(),
                 ));
             }
-            None => {}
-        }
+            None => CompiledFilter::default(),
+        };
         Ok(Binding {
             id,
             kind,
@@ -280,7 +280,9 @@ impl Binding {
                 .table
                 .as_ref()
                 .is_none_or(|table| **table == *change.table.name)
-            && self.filter.matches(|column| change.field(column))
+            && self
+                .filter
+                .matches(|column| change.field(column).map(|(_, value)| value))
     }
 }
 
@@ -368,27 +370,60 @@ impl Subscription {
             .collect()
     }
 
-    /// Index keys: the tables it binds ("*" for all).
-    fn tables(&self) -> HashSet<Arc<str>> {
-        self.bindings
+    /// The tables it binds ("*" for all), each with its `eq` index keys if
+    /// every binding on that table has one.
+    fn index_entries(&self) -> Vec<(Arc<str>, Option<Vec<IndexKey>>)> {
+        let tables: HashSet<Arc<str>> = self
+            .bindings
             .iter()
             .map(|b| b.table.clone().unwrap_or_else(|| ALL_TABLES.into()))
+            .collect();
+        tables
+            .into_iter()
+            .map(|table| {
+                let keys = self
+                    .bindings
+                    .iter()
+                    .filter(|b| b.table.as_deref().unwrap_or(ALL_TABLES) == &*table)
+                    .map(|b| {
+                        b.filter
+                            .index_key()
+                            .map(|(column, value)| (Arc::<str>::from(column), value))
+                    })
+                    .collect::<Option<Vec<_>>>();
+                (table, keys)
+            })
             .collect()
     }
 }
 
 const ALL_TABLES: &str = "*";
 
-/// Subscriptions of one table, keyed by whom they could see changes for.
+/// A column and the canonical value a subscription's `eq` condition wants there.
+type IndexKey = (Arc<str>, String);
+
+/// Subscriptions of one table. Those whose every binding here has an `eq`
+/// condition are found by the changed row's value in that column; the
+/// rest by whom they could see changes for.
 #[derive(Default)]
 struct TableIndex {
     admins: HashSet<SubscriptionId>,
     people: HashMap<Uuid, HashSet<SubscriptionId>>,
     factories: HashMap<Uuid, HashSet<SubscriptionId>>,
+    by_value: HashMap<IndexKey, HashSet<SubscriptionId>>,
+    /// Columns with entries in `by_value`, and how many.
+    indexed_columns: HashMap<Arc<str>, usize>,
 }
 
 impl TableIndex {
-    fn insert(&mut self, id: SubscriptionId, viewer: &Viewer) {
+    fn insert(&mut self, id: SubscriptionId, viewer: &Viewer, keys: Option<Vec<IndexKey>>) {
+        if let Some(keys) = keys {
+            for (column, value) in keys {
+                *self.indexed_columns.entry(column.clone()).or_default() += 1;
+                self.by_value.entry((column, value)).or_default().insert(id);
+            }
+            return;
+        }
         if viewer.role == Role::Admin {
             self.admins.insert(id);
             return;
@@ -399,7 +434,25 @@ impl TableIndex {
         }
     }
 
-    fn remove(&mut self, id: SubscriptionId, viewer: &Viewer) {
+    fn remove(&mut self, id: SubscriptionId, viewer: &Viewer, keys: Option<Vec<IndexKey>>) {
+        if let Some(keys) = keys {
+            for (column, value) in keys {
+                let key = (column.clone(), value);
+                if let Some(set) = self.by_value.get_mut(&key) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.by_value.remove(&key);
+                    }
+                }
+                if let Some(count) = self.indexed_columns.get_mut(&column) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.indexed_columns.remove(&column);
+                    }
+                }
+            }
+            return;
+        }
         self.admins.remove(&id);
         remove_from(&mut self.people, viewer.user_id, id);
         if let Some(factory) = viewer.factory_id {
@@ -407,14 +460,22 @@ impl TableIndex {
         }
     }
 
-    fn candidates(&self, audience: &Audience, out: &mut Vec<SubscriptionId>) {
+    fn candidates(&self, change: &Change, out: &mut Vec<SubscriptionId>) {
+        for column in self.indexed_columns.keys() {
+            let value = change
+                .field(column)
+                .and_then(|(type_name, value)| canonical_value(type_name, value?));
+            if let Some(ids) = value.and_then(|v| self.by_value.get(&(column.clone(), v))) {
+                out.extend(ids.iter().copied());
+            }
+        }
         out.extend(self.admins.iter().copied());
         let mut people = |person: &Option<Uuid>| {
             if let Some(ids) = person.as_ref().and_then(|p| self.people.get(p)) {
                 out.extend(ids.iter().copied());
             }
         };
-        match audience {
+        match &change.audience {
             Audience::Order { buyer, factory } => {
                 people(buyer);
                 if let Some(ids) = factory.as_ref().and_then(|f| self.factories.get(f)) {
@@ -427,7 +488,10 @@ impl TableIndex {
     }
 
     fn is_empty(&self) -> bool {
-        self.admins.is_empty() && self.people.is_empty() && self.factories.is_empty()
+        self.admins.is_empty()
+            && self.people.is_empty()
+            && self.factories.is_empty()
+            && self.by_value.is_empty()
     }
 }
 
@@ -454,6 +518,9 @@ struct HubState {
     floor: ChangeCursor,
     /// The newest change seen.
     head: ChangeCursor,
+    /// Connections that received part of the transaction being published
+    /// (it may come in several slices): they get the rest of it.
+    admitted: HashSet<ConnectionId>,
     subscriptions: HashMap<SubscriptionId, Subscription>,
     index: HashMap<Arc<str>, TableIndex>,
     by_connection: HashMap<ConnectionId, Vec<SubscriptionId>>,
@@ -473,6 +540,7 @@ impl Hub {
                 log: VecDeque::new(),
                 floor: ChangeCursor::START,
                 head: ChangeCursor::START,
+                admitted: HashSet::new(),
                 subscriptions: HashMap::new(),
                 index: HashMap::new(),
                 by_connection: HashMap::new(),
@@ -510,13 +578,17 @@ impl Hub {
     /// Appends one committed transaction's changes (in order) and fans them
     /// out. Changes already seen (replayed after a reconnect) are skipped.
     pub fn publish(&self, changes: Vec<Change>) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut too_slow: Vec<Arc<ConnectionHandle>> = Vec::new();
-        let mut admitted: HashSet<ConnectionId> = HashSet::new();
         let mut candidates = Vec::new();
         for change in changes {
             if change.cursor <= state.head {
                 continue;
+            }
+            if change.cursor.lsn != state.head.lsn {
+                // a new transaction: every connection must have room again
+                state.admitted.clear();
             }
             let change = Arc::new(change);
             state.head = change.cursor;
@@ -525,7 +597,7 @@ impl Hub {
             candidates.clear();
             for key in [&*change.table.name, ALL_TABLES] {
                 if let Some(index) = state.index.get(key) {
-                    index.candidates(&change.audience, &mut candidates);
+                    index.candidates(&change, &mut candidates);
                 }
             }
             candidates.sort_unstable();
@@ -546,13 +618,13 @@ impl Hub {
                 if ids.is_empty() {
                     continue;
                 }
-                if !admitted.contains(&connection.id) {
+                if !state.admitted.contains(&connection.id) {
                     if !connection.has_room() {
                         connection.cut_off_as_too_slow();
                         too_slow.push(connection.clone());
                         continue;
                     }
-                    admitted.insert(connection.id);
+                    state.admitted.insert(connection.id);
                 }
                 connection.push(Outbound::Change {
                     channel: subscription.channel.clone(),
@@ -568,10 +640,10 @@ impl Hub {
                     connection = connection.id,
                     "closing a connection that fell behind"
                 );
-                Self::remove_connection_locked(&mut state, connection.id);
+                Self::remove_connection_locked(state, connection.id);
             }
         }
-        self.evict(&mut state);
+        self.evict(state);
         self.metrics
             .subscriptions
             .set(state.subscriptions.len() as i64);
@@ -641,12 +713,12 @@ impl Hub {
             live: !catching_up,
             position,
         };
-        for table in subscription.tables() {
+        for (table, keys) in subscription.index_entries() {
             state
                 .index
                 .entry(table)
                 .or_default()
-                .insert(id, &subscription.viewer);
+                .insert(id, &subscription.viewer, keys);
         }
         state
             .by_connection
@@ -784,9 +856,9 @@ impl Hub {
         let Some(subscription) = state.subscriptions.remove(&id) else {
             return;
         };
-        for table in subscription.tables() {
+        for (table, keys) in subscription.index_entries() {
             if let Some(index) = state.index.get_mut(&table) {
-                index.remove(id, &subscription.viewer);
+                index.remove(id, &subscription.viewer, keys);
                 if index.is_empty() {
                     state.index.remove(&table);
                 }
@@ -880,7 +952,16 @@ mod tests {
                 id: 5,
                 kind: None,
                 table: Some("orders".into()),
-                filter: filter.parse().unwrap_or_default(),
+                filter: filter
+                    .parse::<SubscriptionFilter>()
+                    .and_then(|f| {
+                        f.compile(|column| match column {
+                            "buyer_id" | "factory_id" => Some("uuid"),
+                            "quantity" => Some("int4"),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_default(),
             }],
             resume_after: resume,
         }

@@ -29,7 +29,10 @@ impl Server {
             .env("THREADLINE_RETENTION_CHANGES", "250000")
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -34,7 +34,7 @@ impl Stats {
 
     fn record(&self, text: &str) {
         let n = self.received.fetch_add(1, Ordering::Relaxed);
-        if n % self.sample_every == 0
+        if n.is_multiple_of(self.sample_every)
             && let Some(commit) = commit_micros(text)
         {
             let latency = (now_micros() - commit).max(1) as u64;
@@ -132,7 +132,8 @@ impl Subscriber {
                 tokio::select! {
                     message = stream.next() => match message {
                         Some(Ok(Message::Text(text))) => {
-                            if text.as_str().contains("\"postgres_changes\"") {
+                            // the event name, not a system message's `extension`
+                            if text.as_str().contains(",\"postgres_changes\",{") {
                                 stats.record(text.as_str());
                             }
                         }
