@@ -18,6 +18,25 @@ pub(crate) mod scope {
     /// staff their factory's.
     pub const ORDER_VISIBLE: &str = "($2 = 'admin' or o.buyer_id = $1 or o.factory_id = $3)";
 
+    /// Not found, unless the user may see the order (its existence stays
+    /// hidden from everyone else).
+    pub async fn ensure_order_visible(
+        pool: &sqlx::PgPool,
+        user: &SessionUser,
+        order_id: uuid::Uuid,
+    ) -> Result<(), crate::error::AppError> {
+        let visible: Option<(uuid::Uuid,)> = scoped(
+            &format!("select o.id from orders o where o.id = $4 and {ORDER_VISIBLE}"),
+            user,
+        )
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+        visible
+            .map(|_| ())
+            .ok_or_else(|| crate::error::AppError::not_found("order"))
+    }
+
     /// A query whose first three parameters are the user, for `ORDER_VISIBLE`.
     pub fn scoped<'q, O>(sql: &'q str, user: &SessionUser) -> QueryAs<'q, Postgres, O, PgArguments>
     where

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::live::{Client, LiveServer, binding, orders};
+use common::live::{Client, LiveServer, binding, order_id, orders};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use threadline::realtime::cursor::ChangeCursor;
@@ -16,14 +16,6 @@ use uuid::Uuid;
 
 const BUYER: &str = "buyer@sleek.test";
 const ADMIN: &str = "admin@sleek.test";
-
-async fn order_id(pool: &PgPool, product: &str) -> Uuid {
-    sqlx::query_scalar("select id from orders where product = $1")
-        .bind(product)
-        .fetch_one(pool)
-        .await
-        .expect("demo order")
-}
 
 fn record_field(event: &threadline::realtime::protocol::ChangeEvent, field: &str) -> Value {
     event

@@ -6,32 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::live::{Client, Incoming, LiveServer, WAIT, binding, orders};
+use common::live::{Client, Incoming, LiveServer, WAIT, binding, order_id, orders, set_notes};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use threadline::realtime::protocol::Vsn;
 use threadline::server::settings::RealtimeSettings;
-use uuid::Uuid;
 
 const ADMIN: &str = "admin@sleek.test";
 const BUYER: &str = "buyer@sleek.test";
-
-async fn order_id(pool: &PgPool, product: &str) -> Uuid {
-    sqlx::query_scalar("select id from orders where product = $1")
-        .bind(product)
-        .fetch_one(pool)
-        .await
-        .expect("order")
-}
-
-async fn set_notes(pool: &PgPool, order: Uuid, notes: &str) {
-    sqlx::query("update orders set notes = $2 where id = $1")
-        .bind(order)
-        .bind(notes)
-        .execute(pool)
-        .await
-        .expect("update");
-}
 
 fn notes_of(event: &threadline::realtime::protocol::ChangeEvent) -> String {
     event

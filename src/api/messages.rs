@@ -40,18 +40,8 @@ pub async fn list_messages(folder: String) -> Result<Vec<Message>, AppError> {
 /// The messages about one order that the user sent or received (admins: all).
 #[server]
 pub async fn order_messages(order_id: Uuid) -> Result<Vec<Message>, AppError> {
-    use crate::api::scope::{ORDER_VISIBLE, scoped};
     let (state, user) = crate::auth::server::require_user().await?;
-    let visible: Option<(Uuid,)> = scoped(
-        &format!("select o.id from orders o where o.id = $4 and {ORDER_VISIBLE}"),
-        &user,
-    )
-    .bind(order_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    if visible.is_none() {
-        return Err(AppError::not_found("order"));
-    }
+    crate::api::scope::ensure_order_visible(&state.pool, &user, order_id).await?;
     Ok(sqlx::query_as(&format!(
         "{MESSAGE_SELECT} where m.order_id = $2 and ($3 = 'admin' or m.sender_id = $1 or m.recipient_id = $1) \
          order by m.created_at, m.id"
@@ -82,7 +72,7 @@ pub async fn send_message(
     body: String,
     client_mutation_id: Option<Uuid>,
 ) -> Result<Uuid, AppError> {
-    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    use crate::api::scope::scoped;
     let (state, user) = crate::auth::server::require_user().await?;
     let body = body.trim();
     if body.is_empty() {
@@ -103,16 +93,7 @@ pub async fn send_message(
         return Err(AppError::forbidden("you cannot message that person"));
     }
     if let Some(order_id) = order_id {
-        let visible: Option<(Uuid,)> = scoped(
-            &format!("select o.id from orders o where o.id = $4 and {ORDER_VISIBLE}"),
-            &user,
-        )
-        .bind(order_id)
-        .fetch_optional(&state.pool)
-        .await?;
-        if visible.is_none() {
-            return Err(AppError::not_found("order"));
-        }
+        crate::api::scope::ensure_order_visible(&state.pool, &user, order_id).await?;
     }
     let id = sqlx::query_scalar(
         "insert into messages (sender_id, recipient_id, order_id, body, client_mutation_id) \

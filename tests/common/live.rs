@@ -261,6 +261,24 @@ pub enum Incoming {
     Closed(Option<u16>),
 }
 
+/// A demo order's id by its product.
+pub async fn order_id(pool: &PgPool, product: &str) -> uuid::Uuid {
+    sqlx::query_scalar("select id from orders where product = $1")
+        .bind(product)
+        .fetch_one(pool)
+        .await
+        .expect("demo order")
+}
+
+pub async fn set_notes(pool: &PgPool, order: uuid::Uuid, notes: &str) {
+    sqlx::query("update orders set notes = $2 where id = $1")
+        .bind(order)
+        .bind(notes)
+        .execute(pool)
+        .await
+        .expect("update");
+}
+
 pub fn orders(filter: Option<&str>) -> Value {
     binding("*", "orders", filter)
 }
