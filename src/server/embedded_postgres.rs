@@ -82,6 +82,9 @@ impl EmbeddedPostgres {
                     .arg(&self.cluster)
                     .arg("-l")
                     .arg(&log)
+                    // the port of this start, whatever the cluster was made with
+                    .arg("-o")
+                    .arg(format!("-p {}", self.port))
                     .args(["-w", "-t", "120", "-s"]),
             )
             .await
@@ -236,20 +239,16 @@ impl EmbeddedPostgres {
             return Err(e);
         }
         let conf = self.cluster.join("postgresql.conf");
-        let settings = format!(
-            "\n# Threadline embedded defaults\n\
+        let settings = "\n# Threadline embedded defaults\n\
              listen_addresses = '127.0.0.1'\n\
-             port = {port}\n\
              unix_socket_directories = ''\n\
              wal_level = logical\n\
              max_wal_senders = 64\n\
              max_replication_slots = 64\n\
              max_connections = 300\n\
              max_slot_wal_keep_size = '4GB'\n\
-             wal_sender_timeout = '30s'\n",
-            port = self.port
-        );
-        append(&conf, &settings).map_err(io(&conf))
+             wal_sender_timeout = '30s'\n";
+        append(&conf, settings).map_err(io(&conf))
     }
 
     async fn hand_to_postgres(&self, paths: &[&Path]) -> Result<(), EmbeddedError> {
