@@ -298,8 +298,10 @@ pub struct SubscribeRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscribed {
     pub id: SubscriptionId,
-    /// The newest change the hub has seen (or the log's floor).
-    pub head: ChangeCursor,
+    /// Where the subscription starts: it is sent every matching change
+    /// after this cursor (the resume cursor, or the head when it starts
+    /// fresh or after a reset). Never later than a change still to come.
+    pub position: ChangeCursor,
     /// The resume cursor was older than the log: the client must refetch.
     pub reset: bool,
     /// The subscription must catch up from the log before it is live.
@@ -695,7 +697,7 @@ impl Hub {
         }
         let subscribed = Subscribed {
             id,
-            head: state.head,
+            position,
             reset,
             catching_up,
         };

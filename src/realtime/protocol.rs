@@ -233,7 +233,9 @@ pub struct PostgresChangesBinding {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinResponse {
     pub postgres_changes: Vec<PostgresChangesBinding>,
-    /// Extension: the newest change the server knows; resume from here.
+    /// Extension: where the channel starts. Every change after this cursor
+    /// follows on the channel (those missed since a resume cursor first), so
+    /// a client that reconnects resumes from here or from its last change.
     pub cursor: ChangeCursor,
 }
 

@@ -493,7 +493,7 @@ impl Reader {
             |subscribed| {
                 let response = JoinResponse {
                     postgres_changes: accepted,
-                    cursor: subscribed.head,
+                    cursor: subscribed.position,
                 };
                 let mut frames = vec![
                     frame
@@ -518,7 +518,7 @@ impl Reader {
                         protocol::POSTGRES_CHANGES,
                         "some changes are no longer available: refetch, then continue",
                         Some(Notice::Reset {
-                            cursor: subscribed.head,
+                            cursor: subscribed.position,
                         }),
                     ));
                 }
