@@ -184,6 +184,35 @@ test.describe('with a server of its own', () => {
     }
   });
 
+  test('a change committed after the page was rendered, before its socket joined, still arrives', async ({ browser }) => {
+    const server = new PrivateServer(3113, 'threadline_e2e_late_join');
+    await server.start();
+    try {
+      const id = confirmedOrder(uniqueProduct('Late join tee'));
+      const buyer = await userPage(browser, 'buyer@sleek.test');
+      let held = true;
+      await buyer.routeWebSocket(/realtime/, (ws) => {
+        if (held) ws.close({ code: 1011, reason: 'held by test' });
+        else ws.connectToServer();
+      });
+      await buyer.goto(`${server.url}/orders/${id}`);
+      await hydrated(buyer);
+      await expect(buyer.locator('[data-stage="cutting"]')).toContainText('Not started');
+
+      // the server has the change before the page joins from where it was rendered
+      const captured = await server.metric('changes_captured_total');
+      sql(`update production_stages set status = 'in_progress' where order_id = '${id}' and stage = 'cutting'`);
+      await expect.poll(() => server.metric('changes_captured_total')).toBeGreaterThan(captured);
+      held = false;
+      await buyer.getByRole('button', { name: 'Retry now' }).click();
+      await expect(connection(buyer)).toHaveAttribute('data-state', 'live');
+      await expect(buyer.locator('[data-stage="cutting"]')).toContainText('In progress');
+      expect(unexpectedErrors(buyer)).toEqual([]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('a hundred navigations leave the subscription count where it started', async ({ browser }) => {
     const server = new PrivateServer(3112, 'threadline_e2e_navigation');
     await server.start();

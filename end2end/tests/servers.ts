@@ -52,11 +52,16 @@ export class PrivateServer {
     await exited;
   }
 
-  /** The server's count of live subscriptions, from /metrics. */
-  async subscriptions(): Promise<number> {
+  /** A value from the server's /metrics, by name (without the `threadline_realtime_` prefix). */
+  async metric(name: string): Promise<number> {
     const text = await (await fetch(`${this.url}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith('threadline_realtime_subscriptions '));
+    const line = text.split('\n').find((l) => l.startsWith(`threadline_realtime_${name} `));
     return Number(line?.split(' ')[1] ?? NaN);
+  }
+
+  /** The server's count of live subscriptions. */
+  subscriptions(): Promise<number> {
+    return this.metric('subscriptions');
   }
 }
 
