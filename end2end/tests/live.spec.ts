@@ -19,12 +19,13 @@ test('a message, a production update and a stage advance reach the other user wi
   await factory.getByRole('button', { name: 'Post update' }).click();
   await expect(buyer.locator('.feed-item').filter({ hasText: 'Fabric is on the cutting table' })).toBeVisible({ timeout: 1000 });
 
+  // the buyer starts writing; the stage moving meanwhile leaves the draft alone
+  await expect(buyer.getByLabel('To', { exact: true })).toHaveValue(/.+/);
+  await buyer.getByLabel('Message', { exact: true }).fill('Looks great, thanks!');
   await factory.getByRole('button', { name: 'Start cutting' }).click();
   await expect(buyer.locator('[data-stage="cutting"]')).toContainText('In progress', { timeout: 1000 });
   await expect(buyer.locator('.order-head .badge')).toHaveText('In production', { timeout: 1000 });
-
-  await expect(buyer.getByLabel('To', { exact: true })).toHaveValue(/.+/);
-  await buyer.getByLabel('Message', { exact: true }).fill('Looks great, thanks!');
+  await expect(buyer.getByLabel('Message', { exact: true })).toHaveValue('Looks great, thanks!');
   await buyer.getByRole('button', { name: 'Send', exact: true }).click();
   await expect(factory.locator('.bubble').filter({ hasText: 'Looks great, thanks!' })).toBeVisible({ timeout: 1000 });
 

@@ -103,24 +103,48 @@ fn OrderView(id: Uuid) -> impl IntoView {
 
     view! {
         <Transition fallback=|| view! { <p class="muted">"Loading order…"</p> }>
-            {move || detail.get().map(|result| match result {
-                Err(e) => view! {
-                    <section class="card narrow">
-                        <h1>"Order unavailable"</h1>
-                        <p class="error" role="alert">{e.to_string()}</p>
-                        <A href="/orders">"Back to orders"</A>
-                    </section>
-                }.into_any(),
-                Ok(detail) => view! {
-                    <OrderHeader order=detail.order.clone() assign/>
-                    <div class="detail-grid">
-                        <StageTimeline detail=detail.clone() progress/>
-                        <UpdatesFeed order=detail.order.clone()/>
-                    </div>
-                    <OrderThread order=detail.order.clone()/>
-                }.into_any(),
-            })}
+            <OrderBody id assign progress/>
         </Transition>
+    }
+}
+
+/// The loaded order. A change refetches the order and redraws its header
+/// and stage timeline in place; the updates feed and the message thread stay
+/// (with their subscriptions, and whatever the user is typing).
+#[component]
+fn OrderBody(
+    id: Uuid,
+    assign: ServerAction<AssignFactory>,
+    progress: ServerAction<SetStageProgress>,
+) -> impl IntoView {
+    let detail = expect_context::<OrderMutations>().detail;
+    // only whether the order can be shown at all replaces the whole page
+    let outcome = Memo::new(move |_| {
+        detail
+            .get()
+            .map(|result| result.map(|_| ()).map_err(|e| e.to_string()))
+    });
+    let order = Memo::new(move |_| detail.get().and_then(Result::ok).map(|d| d.order));
+    move || {
+        outcome.get().map(|outcome| match outcome {
+            Err(e) => view! {
+                <section class="card narrow">
+                    <h1>"Order unavailable"</h1>
+                    <p class="error" role="alert">{e}</p>
+                    <A href="/orders">"Back to orders"</A>
+                </section>
+            }
+            .into_any(),
+            Ok(()) => view! {
+                {move || order.get().map(|order| view! { <OrderHeader order assign/> })}
+                <div class="detail-grid">
+                    {move || detail.get().and_then(Result::ok).map(|detail| view! { <StageTimeline detail progress/> })}
+                    <UpdatesFeed order_id=id order/>
+                </div>
+                <OrderThread order_id=id order/>
+            }
+            .into_any(),
+        })
     }
 }
 
@@ -382,10 +406,9 @@ struct DraftUpdate {
 }
 
 #[component]
-fn UpdatesFeed(order: Order) -> impl IntoView {
+fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl IntoView {
     let user = use_user();
     let posts: Optimistic<DraftUpdate> = Optimistic::new();
-    let order_id = order.id;
     let live = use_realtime(
         Listen::table("order_updates")
             .event("INSERT")
@@ -406,7 +429,14 @@ fn UpdatesFeed(order: Order) -> impl IntoView {
             );
         }
     });
-    let can_post = user.role != Role::Buyer && order.status != OrderStatus::Cancelled;
+    let role = user.role;
+    let can_post = Memo::new(move |_| {
+        role != Role::Buyer
+            && order.with(|o| {
+                o.as_ref()
+                    .is_some_and(|o| o.status != OrderStatus::Cancelled)
+            })
+    });
     // without JavaScript the form posts to the server function itself
     let post_path = <crate::api::orders::PostOrderUpdate as leptos::server_fn::ServerFn>::PATH;
     let form = NodeRef::<leptos::html::Form>::new();
@@ -438,7 +468,7 @@ fn UpdatesFeed(order: Order) -> impl IntoView {
     view! {
         <section class="card feed" aria-label="Production updates">
             <h2>"Updates"</h2>
-            {can_post.then(|| view! {
+            <Show when=move || can_post.get()>
                 <form node_ref=form class="stack" method="post" action=post_path on:submit=submit>
                     <input type="hidden" name="order_id" value=order_id.to_string()/>
                     <textarea name="text" rows="2" placeholder="Share a production update" aria-label="Production update"></textarea>
@@ -451,7 +481,7 @@ fn UpdatesFeed(order: Order) -> impl IntoView {
                     </div>
                     <FormError message=Signal::derive(move || posts.error.get())/>
                 </form>
-            })}
+            </Show>
             <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || updates.get().map(|result| {
                     let author = author.clone();
@@ -495,11 +525,15 @@ fn UpdatesFeed(order: Order) -> impl IntoView {
     }
 }
 
+/// The two sides of an order: its buyer and the name of its factory.
+type Parties = (Uuid, Option<String>);
+
 /// Who a message about this order goes to by default: the other side.
-fn default_recipient(order: &Order, role: Role, contacts: &[Contact]) -> Option<Uuid> {
-    let buyer = contacts.iter().find(|c| c.id == order.buyer_id);
+fn default_recipient(parties: &Parties, role: Role, contacts: &[Contact]) -> Option<Uuid> {
+    let (buyer_id, factory_name) = parties;
+    let buyer = contacts.iter().find(|c| c.id == *buyer_id);
     let factory = contacts.iter().find(|c| {
-        c.role == Role::Factory && c.factory_name.is_some() && c.factory_name == order.factory_name
+        c.role == Role::Factory && c.factory_name.is_some() && c.factory_name == *factory_name
     });
     let admin = contacts.iter().find(|c| c.role == Role::Admin);
     match role {
@@ -510,10 +544,13 @@ fn default_recipient(order: &Order, role: Role, contacts: &[Contact]) -> Option<
 }
 
 #[component]
-fn OrderThread(order: Order) -> impl IntoView {
+fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl IntoView {
     let user = use_user();
     let sends: Optimistic<String> = Optimistic::new();
-    let order_id = order.id;
+    // the default recipient changes only when the order's parties do
+    let parties = Memo::new(move |_| {
+        order.with(|o| o.as_ref().map(|o| (o.buyer_id, o.factory_name.clone())))
+    });
     let live = use_realtime(
         Listen::table("messages").filter(format!("order_id=eq.{order_id}")),
         move |event| sends.confirm_from(event),
@@ -605,9 +642,8 @@ fn OrderThread(order: Order) -> impl IntoView {
                 <input type="hidden" name="order_id" value=order_id.to_string()/>
                 <Transition fallback=|| ()>
                     {
-                        let order = order.clone();
                         move || contacts.get().and_then(Result::ok).map(|list| {
-                            let chosen = default_recipient(&order, role, &list);
+                            let chosen = parties.with(|p| p.as_ref().and_then(|p| default_recipient(p, role, &list)));
                             view! {
                                 <label class="inline" for="thread-to">"To"</label>
                                 <select id="thread-to" name="recipient_id" required>
