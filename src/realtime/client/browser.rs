@@ -189,8 +189,10 @@ impl Connection {
         }
     }
 
-    /// Closes the socket and forgets the connection's history (on sign-out:
-    /// the socket was authenticated as the previous user).
+    /// Closes the socket (on sign-out: it was authenticated as the previous
+    /// user). The page's cursor stays: it is a position in the change stream,
+    /// not anyone's data, so whoever signs in next joins from it and misses
+    /// nothing committed while their pages load.
     pub(super) fn disconnect(&self) {
         let mut state = self.state.borrow_mut();
         state.socket = None;
@@ -199,7 +201,6 @@ impl Connection {
         state.failures = 0;
         state.polling = false;
         state.heartbeat_pending = None;
-        state.cursor = None;
         state.status.set(ConnectionStatus::Connecting);
     }
 
