@@ -1,5 +1,5 @@
-import { test, expect } from '@playwright/test';
-import { consoleErrors, hydrated, isoDate, signIn, uniqueProduct, userPage } from './helpers';
+import { expect } from '@playwright/test';
+import { consoleErrors, test, hydrated, isoDate, signIn, uniqueProduct, userPage } from './helpers';
 
 test('a buyer places an order and sees it listed', async ({ browser }) => {
   const buyer = await userPage(browser, 'buyer@sleek.test');

@@ -1,4 +1,22 @@
-import { expect, type Browser, type Page } from '@playwright/test';
+import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+
+/** The browser contexts a test opened with `userPage`, closed when it ends. */
+const opened = new Set<BrowserContext>();
+
+/**
+ * Playwright's `test`, closing the test's signed-in pages afterwards, so no
+ * page of an earlier test keeps its socket, heartbeats and polls running.
+ */
+export const test = base.extend<{ closeUserPages: void }>({
+  closeUserPages: [
+    async ({}, use) => {
+      await use();
+      await Promise.all([...opened].map((context) => context.close()));
+      opened.clear();
+    },
+    { auto: true },
+  ],
+});
 
 export const PASSWORD = 'threadline';
 
@@ -21,6 +39,7 @@ export async function signIn(page: Page, email: string) {
 /** A signed-in page in its own browser context (its own cookies). */
 export async function userPage(browser: Browser, email: string): Promise<Page> {
   const context = await browser.newContext();
+  opened.add(context);
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));

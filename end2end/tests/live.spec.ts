@@ -1,5 +1,5 @@
-import { test, expect, type Page } from '@playwright/test';
-import { connection, consoleErrors, hydrated, uniqueProduct, unexpectedErrors, userPage } from './helpers';
+import { expect, type Page } from '@playwright/test';
+import { connection, consoleErrors, test, hydrated, uniqueProduct, unexpectedErrors, userPage } from './helpers';
 import { confirmedOrder, PrivateServer, sql } from './servers';
 
 async function openOrder(page: Page, base: string, id: string) {
@@ -214,6 +214,8 @@ test.describe('with a server of its own', () => {
   });
 
   test('a hundred navigations leave the subscription count where it started', async ({ browser }) => {
+    // a hundred round trips through the debug build take 30-40 s on two cores
+    test.setTimeout(180_000);
     const server = new PrivateServer(3112, 'threadline_e2e_navigation');
     await server.start();
     try {
