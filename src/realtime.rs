@@ -31,6 +31,8 @@ pub mod hub;
 pub mod metrics;
 #[cfg(feature = "ssr")]
 pub mod socket;
+#[cfg(feature = "ssr")]
+pub mod visibility;
 
 /// Tables whose changes are published (see the publication in `migrations/`).
 pub const REALTIME_TABLES: &[&str] = &[

@@ -415,3 +415,47 @@ async fn after_a_restart_a_cursor_beyond_retention_gets_a_reset(pool: PgPool) {
     watcher.close().await;
     server.finish().await;
 }
+
+/// A client refetches when a change arrives, so the change must be visible
+/// to queries by then. PostgreSQL streams a commit to logical decoding a
+/// moment before other sessions see it; the capture holds each transaction
+/// until no fresh snapshot lists it as running. Here the transaction is
+/// held open, the strongest form of "not visible yet".
+#[sqlx::test]
+async fn the_visibility_gate_waits_until_queries_can_see_a_transaction(pool: PgPool) {
+    use threadline::realtime::visibility::wait_visible;
+
+    let mut writer = pool.begin().await.expect("begin");
+    let xid: i64 = sqlx::query_scalar("select xid(pg_current_xact_id())::text::bigint")
+        .fetch_one(&mut *writer)
+        .await
+        .expect("xid");
+    let xid = u32::try_from(xid).expect("a 32-bit transaction id");
+    sqlx::query("insert into factories (name) values ('Held Knitwear')")
+        .execute(&mut *writer)
+        .await
+        .expect("insert");
+
+    let mut watcher = pool.acquire().await.expect("connection");
+    let xids = [xid];
+    let mut waiting = Box::pin(wait_visible(&mut watcher, &xids));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err(),
+        "a running transaction is not visible"
+    );
+    writer.commit().await.expect("commit");
+    let waits = waiting.await.expect("visible after commit");
+    assert!(waits > 0);
+
+    // and a finished one passes at once
+    let mut watcher = pool.acquire().await.expect("connection");
+    assert_eq!(wait_visible(&mut watcher, &xids).await.expect("query"), 0);
+    let seen: i64 =
+        sqlx::query_scalar("select count(*) from factories where name = 'Held Knitwear'")
+            .fetch_one(&pool)
+            .await
+            .expect("read");
+    assert_eq!(seen, 1);
+}

@@ -1,7 +1,9 @@
 //! Capture: row changes of the published tables from PostgreSQL's logical
 //! decoding (pgoutput), in commit order, from any writer.
 //!
-//! Each commit is acknowledged to the slot once the hub has it, and idle
+//! Commits reach the hub through the visibility gate (a change is published
+//! only once queries see it). Each commit is acknowledged to the slot once
+//! the hub has it, and idle
 //! keepalives move the slot along, so the slot never holds WAL for us
 //! longer than it takes to process it (a walsender waiting for an
 //! acknowledgement would also stall a PostgreSQL shutdown). After a
@@ -16,18 +18,16 @@ use std::time::Duration;
 use pg_walstream::{LogicalReplicationMessage, LogicalReplicationParser, TupleData};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::change::{Change, Column, Row, Table};
 use super::cursor::ChangeCursor;
 use super::hub::Hub;
 use super::metrics::{ErrorKind, Metrics};
 use super::protocol::ChangeKind;
+use super::visibility::{self, Gate, Step};
 
 pub const PUBLICATION: &str = "threadline_realtime";
-
-/// Changes handed to the hub under one lock.
-const PUBLISH_SLICE: usize = 1024;
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -295,12 +295,35 @@ impl Capture {
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(5))
         .with_application_name(format!("threadline realtime {}", self.slot));
-        let mut client = ReplicationClient::connect(config).await?;
+        let client = ReplicationClient::connect(config).await?;
+        let (steps, queued) = mpsc::channel(visibility::QUEUE);
+        let (acked, published) = watch::channel(confirmed);
+        let gate = Gate {
+            pool: &self.pool,
+            hub: &self.hub,
+            metrics: &self.metrics,
+        };
+        tokio::select! {
+            result = self.read(client, confirmed, steps, published, shutdown) => result,
+            result = gate.run(queued, acked) => result.map_err(CaptureError::from),
+        }
+    }
+
+    /// Decodes the stream into steps for the gate, and acknowledges to the
+    /// slot what the gate has published.
+    async fn read(
+        &self,
+        mut client: ReplicationClient,
+        confirmed: u64,
+        steps: mpsc::Sender<Step>,
+        mut published: watch::Receiver<u64>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), CaptureError> {
         let mut parser = LogicalReplicationParser::with_protocol_version(1);
         let mut relations: HashMap<u32, Arc<Table>> = HashMap::new();
         let mut pending: Vec<Pending> = Vec::new();
+        let mut xid = 0;
         let mut wal_end: u64 = confirmed;
-        let mut processed: u64 = confirmed;
         let mut connected = false;
         loop {
             let event = tokio::select! {
@@ -309,14 +332,26 @@ impl Capture {
                     client.stop();
                     return Ok(());
                 }
+                Ok(()) = published.changed() => {
+                    let acked = *published.borrow_and_update();
+                    client.update_applied_lsn(Lsn::from_u64(acked));
+                    self.metrics
+                        .replication_lag_bytes
+                        .set(wal_end.saturating_sub(acked) as i64);
+                    continue;
+                }
                 event = client.recv() => event?,
             };
             if !connected {
                 connected = true;
                 tracing::info!(slot = %self.slot, from = %Lsn::from_u64(confirmed).to_pg_string(), "realtime capture streaming");
             }
-            match event.ok_or(CaptureError::Ended)? {
-                ReplicationEvent::Begin { .. } => pending.clear(),
+            let step = match event.ok_or(CaptureError::Ended)? {
+                ReplicationEvent::Begin { xid: begun, .. } => {
+                    pending.clear();
+                    xid = begun;
+                    None
+                }
                 ReplicationEvent::XLogData {
                     data, wal_end: end, ..
                 } => {
@@ -326,6 +361,7 @@ impl Capture {
                         .map_err(|e| CaptureError::Decode(e.to_string()))?
                         .message;
                     self.decode(message, &mut relations, &mut pending)?;
+                    None
                 }
                 ReplicationEvent::Commit {
                     end_lsn,
@@ -334,52 +370,42 @@ impl Capture {
                 } => {
                     let commit_micros = commit_time_micros + PG_EPOCH_OFFSET_MICROS;
                     let end = end_lsn.as_u64();
-                    let changes: Vec<Change> = pending
-                        .drain(..)
-                        .enumerate()
-                        .map(|(index, p)| {
-                            Change::new(
-                                ChangeCursor::new(end, index as u32),
-                                commit_micros,
-                                p.table,
-                                p.kind,
-                                p.new,
-                                p.old,
-                            )
-                        })
-                        .collect();
-                    if !changes.is_empty() {
-                        self.metrics.transactions_captured.inc();
-                    }
-                    // a huge transaction goes in slices, so joins and
-                    // catch-ups are not held up behind all of it
-                    let mut changes = changes;
-                    while !changes.is_empty() {
-                        let rest = changes.split_off(changes.len().min(PUBLISH_SLICE));
-                        self.hub.publish(changes);
-                        changes = rest;
-                    }
-                    processed = processed.max(end);
                     wal_end = wal_end.max(end);
-                    client.update_applied_lsn(Lsn::from_u64(processed));
-                    self.metrics
-                        .replication_lag_bytes
-                        .set(wal_end.saturating_sub(processed) as i64);
+                    if pending.is_empty() {
+                        Some(Step::Processed(end))
+                    } else {
+                        self.metrics.transactions_captured.inc();
+                        let changes = pending
+                            .drain(..)
+                            .enumerate()
+                            .map(|(index, p)| {
+                                Change::new(
+                                    ChangeCursor::new(end, index as u32),
+                                    commit_micros,
+                                    p.table,
+                                    p.kind,
+                                    p.new,
+                                    p.old,
+                                )
+                            })
+                            .collect();
+                        Some(Step::Commit { xid, end, changes })
+                    }
                 }
                 ReplicationEvent::KeepAlive { wal_end: end, .. } => {
                     wal_end = wal_end.max(end.as_u64());
-                    // Between transactions, everything up to the server's WAL end
-                    // is processed (the rest did not touch published tables).
-                    if pending.is_empty() {
-                        processed = processed.max(end.as_u64());
-                    }
-                    client.update_applied_lsn(Lsn::from_u64(processed));
                     self.hub.evict_expired();
-                    self.metrics
-                        .replication_lag_bytes
-                        .set(wal_end.saturating_sub(processed) as i64);
+                    // Between transactions, everything up to the server's WAL
+                    // end is processed (the rest did not touch published tables).
+                    pending.is_empty().then(|| Step::Processed(end.as_u64()))
                 }
-                ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+                ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => None,
+            };
+            if let Some(step) = step {
+                // the gate only stops on an error, which ends the session
+                if steps.send(step).await.is_err() {
+                    return Ok(());
+                }
             }
         }
     }

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub resumes: Counter,
     pub resets: Counter,
     pub slow_consumer_closes: Counter,
+    pub visibility_waits: Counter,
     pub errors: Family<ErrorLabels, Counter>,
 }
 
@@ -62,6 +63,7 @@ impl Metrics {
             resumes: Counter::default(),
             resets: Counter::default(),
             slow_consumer_closes: Counter::default(),
+            visibility_waits: Counter::default(),
             errors: Family::default(),
             registry: Registry::default(),
         };
@@ -114,6 +116,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Connections closed because their queue was full",
             metrics.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "visibility_waits",
+            "Times committed transactions were held back because queries could not see them yet",
+            metrics.visibility_waits.clone(),
         );
         registry.register(
             "errors",
