@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::live::{Client, LiveServer, binding, order_id, orders};
+use common::live::{Client, LiveServer, binding, order_id, orders, set_notes};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use threadline::realtime::cursor::ChangeCursor;
@@ -154,29 +154,22 @@ async fn a_resuming_client_gets_exactly_what_it_missed(pool: PgPool) {
     let server = LiveServer::start(pool.clone()).await;
     let token = server.token(BUYER).await;
     let order = order_id(&pool, "Organic cotton crew tee").await;
-    let set_notes = |n: i32| {
+    let note = |n: i32| {
         let pool = pool.clone();
-        async move {
-            sqlx::query("update orders set notes = $2 where id = $1")
-                .bind(order)
-                .bind(format!("note {n}"))
-                .execute(&pool)
-                .await
-                .expect("update");
-        }
+        async move { set_notes(&pool, order, &format!("note {n}")).await }
     };
 
     let mut client = server.connect().await;
     client
         .subscribe("realtime:orders", &token, orders(None), None)
         .await;
-    set_notes(0).await;
+    note(0).await;
     let (_, first) = client.next_change().await;
     let cursor = first.cursor;
     client.close().await;
 
     for n in 1..=25 {
-        set_notes(n).await;
+        note(n).await;
     }
 
     let mut client = server.connect().await;
@@ -203,7 +196,7 @@ async fn a_resuming_client_gets_exactly_what_it_missed(pool: PgPool) {
     assert_eq!(missed, expected);
 
     // then it is live, with nothing repeated
-    set_notes(26).await;
+    note(26).await;
     let (_, live) = client.next_change().await;
     assert_eq!(record_field(&live, "notes"), "note 26");
     client.close().await;

@@ -330,8 +330,16 @@ async fn refreshing_with_a_bad_token_closes_the_channel(pool: PgPool) {
     server.finish().await;
 }
 
-#[sqlx::test]
-async fn after_a_server_restart_clients_resume_with_nothing_lost(pool: PgPool) {
+/// What a client missed: it took `cursor`, then its server stopped and ten
+/// changes ("while down 0".."while down 9") were committed to `order`.
+struct Outage {
+    pool: PgPool,
+    token: String,
+    order: uuid::Uuid,
+    cursor: threadline::realtime::cursor::ChangeCursor,
+}
+
+async fn ten_changes_while_down(pool: PgPool) -> Outage {
     let server = LiveServer::start(pool.clone()).await;
     let token = server.token(BUYER).await;
     let order = order_id(&pool, "Organic cotton crew tee").await;
@@ -343,11 +351,25 @@ async fn after_a_server_restart_clients_resume_with_nothing_lost(pool: PgPool) {
     let cursor = client.next_change().await.1.cursor;
     client.close().await;
     let pool = server.stop().await;
-
-    // written while no server runs
     for n in 0..10 {
         set_notes(&pool, order, &format!("while down {n}")).await;
     }
+    Outage {
+        pool,
+        token,
+        order,
+        cursor,
+    }
+}
+
+#[sqlx::test]
+async fn after_a_server_restart_clients_resume_with_nothing_lost(pool: PgPool) {
+    let Outage {
+        pool,
+        token,
+        order,
+        cursor,
+    } = ten_changes_while_down(pool).await;
 
     let server = LiveServer::start_with(pool.clone(), RealtimeSettings::default(), false).await;
     let mut client = server.connect().await;
@@ -372,20 +394,12 @@ async fn after_a_server_restart_clients_resume_with_nothing_lost(pool: PgPool) {
 
 #[sqlx::test]
 async fn after_a_restart_a_cursor_beyond_retention_gets_a_reset(pool: PgPool) {
-    let server = LiveServer::start(pool.clone()).await;
-    let token = server.token(BUYER).await;
-    let order = order_id(&pool, "Organic cotton crew tee").await;
-    let mut client = server.connect().await;
-    client
-        .subscribe("realtime:orders", &token, orders(None), None)
-        .await;
-    set_notes(&pool, order, "before").await;
-    let cursor = client.next_change().await.1.cursor;
-    client.close().await;
-    let pool = server.stop().await;
-    for n in 0..10 {
-        set_notes(&pool, order, &format!("while down {n}")).await;
-    }
+    let Outage {
+        pool,
+        token,
+        order,
+        cursor,
+    } = ten_changes_while_down(pool).await;
     let settings = RealtimeSettings {
         retention_changes: 3,
         ..RealtimeSettings::default()

@@ -291,16 +291,11 @@ impl Reader {
         match message {
             Message::Text(text) => self.handle_text(text.as_str()).await,
             Message::Binary(_) => {
-                self.realtime.metrics.error(ErrorKind::BadJson);
-                let frame = system_frame(
-                    self.vsn,
-                    protocol::PHOENIX_TOPIC,
-                    "error",
-                    "system",
+                self.connection_error(
+                    ErrorKind::BadJson,
                     "binary messages are not supported; send JSON text",
-                    None,
-                );
-                self.send(frame).await
+                )
+                .await
             }
             Message::Close(_) => false,
             Message::Ping(_) | Message::Pong(_) => true,
@@ -316,6 +311,21 @@ impl Reader {
             .await
     }
 
+    /// A message that belongs to no channel was bad: a `system` error on
+    /// `phoenix`; the connection stays open.
+    async fn connection_error(&self, kind: ErrorKind, message: &str) -> bool {
+        self.realtime.metrics.error(kind);
+        self.send(system_frame(
+            self.vsn,
+            protocol::PHOENIX_TOPIC,
+            "error",
+            "system",
+            message,
+            None,
+        ))
+        .await
+    }
+
     async fn refuse(&self, request: &Frame, refusal: Refusal) -> bool {
         self.realtime.metrics.error(refusal.0);
         self.send(request.error_reply(&refusal.1).encode(self.vsn))
@@ -326,37 +336,17 @@ impl Reader {
     async fn handle_text(&mut self, text: &str) -> bool {
         let limit = self.realtime.settings.max_frame_bytes;
         if text.len() > limit {
-            self.realtime.metrics.error(ErrorKind::OversizeFrame);
             let message = format!(
                 "message of {} bytes is larger than the limit of {limit} bytes",
                 text.len()
             );
             return self
-                .send(system_frame(
-                    self.vsn,
-                    protocol::PHOENIX_TOPIC,
-                    "error",
-                    "system",
-                    &message,
-                    None,
-                ))
+                .connection_error(ErrorKind::OversizeFrame, &message)
                 .await;
         }
         let frame = match Frame::decode(text, self.vsn) {
             Ok(frame) => frame,
-            Err(e) => {
-                self.realtime.metrics.error(ErrorKind::BadJson);
-                return self
-                    .send(system_frame(
-                        self.vsn,
-                        protocol::PHOENIX_TOPIC,
-                        "error",
-                        "system",
-                        &e,
-                        None,
-                    ))
-                    .await;
-            }
+            Err(e) => return self.connection_error(ErrorKind::BadJson, &e).await,
         };
         match (frame.topic.as_str(), frame.event.as_str()) {
             (protocol::PHOENIX_TOPIC, protocol::HEARTBEAT) => self.reply(&frame, json!({})).await,

@@ -134,6 +134,23 @@ fn finish(report: &mut Report, window: &Window) {
     report.generator_rss_mb = generator_rss.map(|b| b as f64 / 1_048_576.0);
 }
 
+/// Changes the server captured since `before` and messages the subscribers
+/// received, as totals and as rates over their windows, with the latencies.
+async fn count_flow(
+    report: &mut Report,
+    server: &Server,
+    before: f64,
+    stats: &Stats,
+    capture_seconds: f64,
+    deliver_seconds: f64,
+) {
+    report.changes_captured = (captured(server).await - before) as u64;
+    report.captured_per_s = report.changes_captured as f64 / capture_seconds;
+    report.messages_delivered = stats.received.load(Ordering::Relaxed);
+    report.delivered_per_s = report.messages_delivered as f64 / deliver_seconds;
+    report.latency = latency_of(stats);
+}
+
 /// Many subscribers, each watching one order, with a steady stream of commits.
 async fn latency(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, String> {
     let visible = data::bench_orders(pool).await?;
@@ -161,11 +178,8 @@ async fn latency(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, 
         ..Report::default()
     };
     finish(&mut report, &window);
-    report.changes_captured = (captured(server).await - before) as u64;
-    report.captured_per_s = report.changes_captured as f64 / args.duration as f64;
-    report.messages_delivered = stats.received.load(Ordering::Relaxed);
-    report.delivered_per_s = report.messages_delivered as f64 / args.duration as f64;
-    report.latency = latency_of(&stats);
+    let seconds = args.duration as f64;
+    count_flow(&mut report, server, before, &stats, seconds, seconds).await;
     report.checked = format!(
         "authorization on: {} users, each subscriber filtered to one order it may see",
         args.users
@@ -203,11 +217,7 @@ async fn fanout(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, S
         ..Report::default()
     };
     finish(&mut report, &window);
-    report.changes_captured = (captured(server).await - before) as u64;
-    report.captured_per_s = report.changes_captured as f64 / seconds;
-    report.messages_delivered = stats.received.load(Ordering::Relaxed);
-    report.delivered_per_s = report.messages_delivered as f64 / seconds;
-    report.latency = latency_of(&stats);
+    count_flow(&mut report, server, before, &stats, seconds, seconds).await;
     let expected = written * args.subscribers as u64;
     report.checked = format!(
         "{} of {expected} expected deliveries arrived",
@@ -261,11 +271,15 @@ async fn capture(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, 
         ..Report::default()
     };
     finish(&mut report, &window);
-    report.changes_captured = (captured(server).await - before) as u64;
-    report.captured_per_s = total as f64 / capture_seconds;
-    report.messages_delivered = stats.received.load(Ordering::Relaxed);
-    report.delivered_per_s = report.messages_delivered as f64 / deliver_seconds;
-    report.latency = latency_of(&stats);
+    count_flow(
+        &mut report,
+        server,
+        before,
+        &stats,
+        capture_seconds,
+        deliver_seconds,
+    )
+    .await;
     report.checked = format!(
         "one transaction of {total} changes written in {:.1} s; captured and matched against {} subscriptions {:.1} s after commit",
         (committed - write_start).as_secs_f64(),
