@@ -281,7 +281,9 @@ async fn the_v1_serializer_works_too(pool: PgPool) {
 async fn an_expiring_token_closes_its_channel_with_a_clear_error(pool: PgPool) {
     let server = LiveServer::start(pool.clone()).await;
     let user = server.app.user(BUYER).await;
-    let (short, _) = server.app.state.auth.issue(&user, Duration::from_secs(1));
+    // expiry is in whole seconds: a 2-second token is valid for at least one,
+    // enough for the join to be accepted first
+    let (short, _) = server.app.state.auth.issue(&user, Duration::from_secs(2));
     let mut client = server.connect().await;
     client
         .subscribe("realtime:orders", &short, orders(None), None)
