@@ -8,12 +8,13 @@ use crate::components::connection_status::ConnectionStatusIndicator;
 use crate::components::notification_bell::NotificationBell;
 use crate::components::toasts::MessageToasts;
 use crate::model::SessionUser;
-use crate::realtime::client::{RealtimeClient, provide_realtime};
-use crate::realtime::cursor::ChangeCursor;
+use crate::realtime::poll::poll_changes;
 use crate::routes::login::LoginPage;
 use crate::routes::messages::MessagesPage;
 use crate::routes::order_detail::OrderDetailPage;
 use crate::routes::orders::OrdersPage;
+use threadline_realtime::client::{RealtimeClient, provide_realtime};
+use threadline_realtime::cursor::ChangeCursor;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -48,8 +49,7 @@ pub struct Session {
 fn realtime_head_of_this_request() -> Option<ChangeCursor> {
     #[cfg(feature = "ssr")]
     {
-        use_context::<crate::server::AppState>()
-            .and_then(|state| state.realtime.as_ref().map(|realtime| realtime.hub.head()))
+        use_context::<crate::server::AppState>().map(|state| state.realtime.head())
     }
     #[cfg(not(feature = "ssr"))]
     {
@@ -72,7 +72,10 @@ fn user_of_this_request() -> Option<SessionUser> {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let realtime = provide_realtime(SharedValue::new(realtime_head_of_this_request).into_inner());
+    let realtime = provide_realtime(
+        SharedValue::new(realtime_head_of_this_request).into_inner(),
+        |channels| async move { poll_changes(channels).await.map_err(|e| e.to_string()) },
+    );
     let user = RwSignal::new(SharedValue::new(user_of_this_request).into_inner());
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();

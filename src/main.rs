@@ -2,10 +2,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use threadline::auth::server::AuthKeys;
-use threadline::realtime::engine::Realtime;
+use threadline::realtime::identity::AppIdentity;
+use threadline::realtime::rules::AppRules;
 use threadline::server::embedded_postgres::EmbeddedPostgres;
 use threadline::server::settings::Settings;
 use threadline::server::{AppState, app, database, demo};
+use threadline_realtime::engine::{Ports, Realtime};
 
 const USAGE: &str = "usage: threadline [serve]      run the web server
        threadline db start     start the embedded PostgreSQL and print its DATABASE_URL
@@ -73,17 +75,28 @@ async fn serve(settings: Settings) -> Result<(), String> {
             "the browser bundle is missing: pages render but stay static; build it with ./scripts/build"
         );
     }
-    let realtime = Realtime::start(db.pool.clone(), &db.url, settings.realtime.clone())
+    let auth = Arc::new(auth);
+    let ports = Ports {
+        identity: Arc::new(AppIdentity {
+            pool: db.pool.clone(),
+            auth: auth.clone(),
+        }),
+        rules: Arc::new(AppRules),
+    };
+    let realtime = Realtime::start(db.pool.clone(), &db.url, settings.realtime.clone(), ports)
         .await
         .map_err(|e| format!("starting realtime failed: {e}"))?;
-    tracing::info!(slot = %realtime.slot, "realtime engine started");
+    tracing::info!(
+        slot = realtime.slot().unwrap_or_default(),
+        "realtime engine started"
+    );
     let addr = settings.server.site_addr;
     let state = AppState {
         leptos_options: settings.leptos_options(),
         pool: db.pool.clone(),
         settings: Arc::new(settings),
-        auth: Arc::new(auth),
-        realtime: Some(realtime.clone()),
+        auth,
+        realtime: realtime.clone(),
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot listen on {addr}: {e} (set LEPTOS_SITE_ADDR to another address)")

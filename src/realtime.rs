@@ -1,44 +1,35 @@
-//! The realtime engine: row changes from PostgreSQL to browsers, live.
-//!
-//! ```text
-//! PostgreSQL WAL ──logical decoding (pgoutput, commit order)──▶ capture
-//! capture ──Change{cursor, table, kind, new, old, commit_ts}──▶ hub (bounded retention log)
-//! hub ──match subscriptions (filter ∧ authorization)──▶ per-connection bounded queue
-//! queue ──WebSocket (Phoenix / Supabase Realtime protocol)──▶ browser hook / realtime-js
-//! ```
-//!
-//! `cursor`, `filter`, `protocol` and `poll` are shared with the browser;
-//! `client` is the browser's side (`use_realtime`); the rest runs only on
-//! the server.
+//! The app's side of the realtime engine (`crates/realtime`): the tables it
+//! publishes, the ports it gives the engine — who a session or token is
+//! (`identity`) and who may see a row (`rules`) — and the polling fallback
+//! as one of its server functions (`poll`).
 
-pub mod client;
-pub mod cursor;
-pub mod filter;
+#[cfg(feature = "ssr")]
+pub mod identity;
 pub mod poll;
-pub mod protocol;
+#[cfg(feature = "ssr")]
+pub mod rules;
 
-#[cfg(feature = "ssr")]
-pub mod authorization;
-#[cfg(feature = "ssr")]
-pub mod capture;
-#[cfg(feature = "ssr")]
-pub mod change;
-#[cfg(feature = "ssr")]
-pub mod engine;
-#[cfg(feature = "ssr")]
-pub mod hub;
-#[cfg(feature = "ssr")]
-pub mod metrics;
-#[cfg(feature = "ssr")]
-pub mod socket;
-#[cfg(feature = "ssr")]
-pub mod visibility;
+use threadline_realtime::client::RealtimeTable;
 
-/// Tables whose changes are published (see the publication in `migrations/`).
-pub const REALTIME_TABLES: &[&str] = &[
-    "orders",
-    "production_stages",
-    "order_updates",
-    "messages",
-    "notifications",
-];
+/// The tables in the `threadline_realtime` publication (see `migrations/`)
+/// that subscribers may listen to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Orders,
+    ProductionStages,
+    OrderUpdates,
+    Messages,
+    Notifications,
+}
+
+impl RealtimeTable for Table {
+    fn name(&self) -> &'static str {
+        match self {
+            Table::Orders => "orders",
+            Table::ProductionStages => "production_stages",
+            Table::OrderUpdates => "order_updates",
+            Table::Messages => "messages",
+            Table::Notifications => "notifications",
+        }
+    }
+}

@@ -18,6 +18,8 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::PgPool;
 
+use threadline_realtime::engine::Realtime;
+
 use crate::app::{App, shell};
 use crate::error::AppError;
 use settings::Settings;
@@ -29,8 +31,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub auth: Arc<crate::auth::server::AuthKeys>,
-    /// The realtime engine (absent only in tests that do not need it).
-    pub realtime: Option<Arc<crate::realtime::engine::Realtime>>,
+    pub realtime: Arc<Realtime>,
 }
 
 impl AppState {
@@ -62,7 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/realtime/v1/websocket",
-            get(crate::realtime::socket::websocket),
+            get(threadline_realtime::socket::websocket),
         )
         .route("/metrics", get(metrics))
         .merge(pages)
@@ -74,18 +75,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Prometheus metrics of the realtime engine.
-async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.realtime {
-        Some(realtime) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            realtime.metrics.render(),
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+async fn metrics(State(realtime): State<Arc<Realtime>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        realtime.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Finds who a page request is from, once, for the app to render with, and

@@ -11,6 +11,7 @@ use threadline::api::messages::{MarkMessageRead, SendMessage};
 use threadline::api::orders::{
     AdvanceStage, AssignFactory, CreateOrder, GetOrder, ListOrders, PostOrderUpdate, SetOrderStatus,
 };
+use threadline::model::OrderStatus;
 use uuid::Uuid;
 
 const BUYER: &str = "buyer@sleek.test";
@@ -174,7 +175,7 @@ async fn the_state_machine_refuses_skipping_steps(pool: PgPool) {
             Some(ADMIN),
             &SetOrderStatus {
                 id: pending,
-                status: "shipped".into(),
+                to: OrderStatus::Shipped,
                 client_mutation_id: None,
             },
         )
@@ -221,7 +222,7 @@ async fn a_buyer_may_cancel_only_while_pending(pool: PgPool) {
             Some(BUYER),
             &SetOrderStatus {
                 id: confirmed,
-                status: "cancelled".into(),
+                to: OrderStatus::Cancelled,
                 client_mutation_id: None,
             },
         )
@@ -234,7 +235,7 @@ async fn a_buyer_may_cancel_only_while_pending(pool: PgPool) {
             Some(BUYER),
             &SetOrderStatus {
                 id: pending,
-                status: "cancelled".into(),
+                to: OrderStatus::Cancelled,
                 client_mutation_id: None,
             },
         )

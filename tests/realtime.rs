@@ -9,15 +9,15 @@ use std::collections::HashMap;
 use common::live::{Client, LiveServer, binding, order_id, orders, set_notes};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use threadline::realtime::cursor::ChangeCursor;
-use threadline::realtime::protocol::ChangeKind;
 use threadline::server::settings::RealtimeSettings;
+use threadline_realtime::cursor::ChangeCursor;
+use threadline_realtime::protocol::ChangeKind;
 use uuid::Uuid;
 
 const BUYER: &str = "buyer@sleek.test";
 const ADMIN: &str = "admin@sleek.test";
 
-fn record_field(event: &threadline::realtime::protocol::ChangeEvent, field: &str) -> Value {
+fn record_field(event: &threadline_realtime::protocol::ChangeEvent, field: &str) -> Value {
     event
         .data
         .record
@@ -397,8 +397,8 @@ fn as_text(value: &Value) -> Option<String> {
 
 /// Whether a received row satisfies a channel's filter.
 fn filter_matches(
-    filter: &threadline::realtime::filter::SubscriptionFilter,
-    event: &threadline::realtime::protocol::ChangeEvent,
+    filter: &threadline_realtime::filter::SubscriptionFilter,
+    event: &threadline_realtime::protocol::ChangeEvent,
 ) -> bool {
     let row = event
         .data
@@ -423,8 +423,8 @@ fn filter_matches(
 #[sqlx::test]
 async fn randomized_authorization_never_leaks_and_never_drops(pool: PgPool) {
     use rand::{Rng, SeedableRng};
-    use threadline::realtime::filter::SubscriptionFilter;
-    use threadline::realtime::protocol::ChangeEvent;
+    use threadline_realtime::filter::SubscriptionFilter;
+    use threadline_realtime::protocol::ChangeEvent;
 
     let server = LiveServer::start(pool.clone()).await;
     let seed: u64 = std::env::var("THREADLINE_TEST_SEED")

@@ -9,13 +9,13 @@ use std::time::Duration;
 use common::live::{Client, Incoming, LiveServer, WAIT, binding, order_id, orders, set_notes};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use threadline::realtime::protocol::Vsn;
 use threadline::server::settings::RealtimeSettings;
+use threadline_realtime::protocol::Vsn;
 
 const ADMIN: &str = "admin@sleek.test";
 const BUYER: &str = "buyer@sleek.test";
 
-fn notes_of(event: &threadline::realtime::protocol::ChangeEvent) -> String {
+fn notes_of(event: &threadline_realtime::protocol::ChangeEvent) -> String {
     event
         .data
         .record
@@ -338,7 +338,7 @@ struct Outage {
     pool: PgPool,
     token: String,
     order: uuid::Uuid,
-    cursor: threadline::realtime::cursor::ChangeCursor,
+    cursor: threadline_realtime::cursor::ChangeCursor,
 }
 
 async fn ten_changes_while_down(pool: PgPool) -> Outage {
@@ -439,7 +439,7 @@ async fn after_a_restart_a_cursor_beyond_retention_gets_a_reset(pool: PgPool) {
 /// held open, the strongest form of "not visible yet".
 #[sqlx::test]
 async fn the_visibility_gate_waits_until_queries_can_see_a_transaction(pool: PgPool) {
-    use threadline::realtime::visibility::wait_visible;
+    use threadline_realtime::visibility::wait_visible;
 
     let mut writer = pool.begin().await.expect("begin");
     let xid: i64 = sqlx::query_scalar("select xid(pg_current_xact_id())::text::bigint")

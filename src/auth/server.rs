@@ -222,6 +222,31 @@ pub async fn session_user(
     .await?)
 }
 
+/// Why an access token names nobody.
+#[derive(Debug)]
+pub enum TokenLookupError {
+    Token(TokenError),
+    /// Its user was removed.
+    NoSuchUser,
+    Database(AppError),
+}
+
+/// The user an access token names, as the database has them now (its
+/// claims say only who and until when): the one lookup HTTP requests and
+/// WebSockets share.
+pub async fn user_for_token(
+    pool: &PgPool,
+    keys: &AuthKeys,
+    token: &str,
+) -> Result<(SessionUser, TokenClaims), TokenLookupError> {
+    let claims = keys.verify(token.trim()).map_err(TokenLookupError::Token)?;
+    match user_by_id(pool, claims.sub).await {
+        Ok(Some(user)) => Ok((user, claims)),
+        Ok(None) => Err(TokenLookupError::NoSuchUser),
+        Err(e) => Err(TokenLookupError::Database(e.into())),
+    }
+}
+
 /// The user a request speaks for: the session cookie, else a bearer token.
 pub async fn user_from_headers(
     state: &AppState,
@@ -230,14 +255,15 @@ pub async fn user_from_headers(
     if let Some(user) = session_user(&state.pool, headers).await? {
         return Ok(Some(user));
     }
-    if let Some(token) = bearer_token(headers) {
-        let claims = state
-            .auth
-            .verify(token)
-            .map_err(|e| AppError::Unauthorized(e.to_string()))?;
-        return Ok(user_by_id(&state.pool, claims.sub).await?);
+    let Some(token) = bearer_token(headers) else {
+        return Ok(None);
+    };
+    match user_for_token(&state.pool, &state.auth, token).await {
+        Ok((user, _)) => Ok(Some(user)),
+        Err(TokenLookupError::Token(e)) => Err(AppError::Unauthorized(e.to_string())),
+        Err(TokenLookupError::NoSuchUser) => Ok(None),
+        Err(TokenLookupError::Database(e)) => Err(e),
     }
-    Ok(None)
 }
 
 pub async fn optional_user() -> Result<Option<SessionUser>, AppError> {

@@ -1,6 +1,6 @@
 use leptos::prelude::*;
 
-use crate::realtime::client::{ConnectionStatus, use_connection};
+use threadline_realtime::client::{ConnectionStatus, use_connection};
 
 /// Live / connecting / reconnecting (attempt, next retry) / polling /
 /// offline, with "retry now" and the time since the last sign of life.

@@ -1,6 +1,7 @@
-use crate::realtime::client::{Listen, use_realtime};
+use crate::realtime::Table;
 use leptos::prelude::*;
 use leptos_router::components::A;
+use threadline_realtime::client::{Listen, use_realtime};
 
 use crate::api::notifications::{MarkNotificationsRead, notifications};
 use crate::model::{NotificationSummary, format_timestamp};
@@ -15,7 +16,7 @@ pub fn NotificationBell() -> impl IntoView {
         .map(|u| u.id)
         .unwrap_or_default();
     let live = use_realtime(
-        Listen::table("notifications").filter(format!("user_id=eq.{me}")),
+        Listen::table(Table::Notifications).filter(format!("user_id=eq.{me}")),
         |_| {},
     );
     let summary = Resource::new(

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::realtime::client::{RealtimeEvent, new_mutation_id};
+use threadline_realtime::client::{RealtimeEvent, new_mutation_id};
 
 /// One mutation not yet confirmed.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,6 +99,23 @@ impl<T: Clone + Send + Sync + 'static> Optimistic<T> {
         if let Some(id) = event.mutation_id() {
             self.settle(id);
         }
+    }
+
+    /// Settles, each time `resource` loads, the mutations its data now
+    /// contains (`confirmed` lists the mutation ids the data carries).
+    pub fn settle_from<D>(
+        &self,
+        resource: Resource<Result<D, AppError>>,
+        confirmed: impl Fn(&D) -> Vec<Uuid> + 'static,
+    ) where
+        D: Clone + Send + Sync + 'static,
+    {
+        let this = *self;
+        Effect::new(move |_| {
+            if let Some(Ok(data)) = resource.get() {
+                this.settle_confirmed(&confirmed(&data));
+            }
+        });
     }
 
     /// Forgets mutations that the confirmed data now contains.

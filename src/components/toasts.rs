@@ -3,7 +3,8 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_location;
 
 use crate::app::Session;
-use crate::realtime::client::{Listen, RealtimeEvent, use_realtime};
+use crate::realtime::Table;
+use threadline_realtime::client::{Listen, RealtimeEvent, use_realtime};
 
 #[derive(Clone, Debug, PartialEq)]
 struct Toast {
@@ -23,7 +24,7 @@ pub fn MessageToasts() -> impl IntoView {
     let location = use_location();
     let next = StoredValue::new(1u64);
     use_realtime(
-        Listen::table("messages")
+        Listen::table(Table::Messages)
             .event("INSERT")
             .filter(format!("recipient_id=eq.{}", me.id)),
         move |event| {

@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use threadline::realtime::cursor::ChangeCursor;
-use threadline::realtime::engine::Realtime;
-use threadline::realtime::protocol::{ChangeEvent, Frame, Vsn};
 use threadline::server::settings::RealtimeSettings;
+use threadline_realtime::cursor::ChangeCursor;
+use threadline_realtime::engine::Realtime;
+use threadline_realtime::protocol::{ChangeEvent, Frame, Vsn};
 
 use super::TestApp;
 
@@ -60,10 +60,15 @@ impl LiveServer {
         } else {
             TestApp::without_seed(pool.clone()).await
         };
-        let realtime = Realtime::start(pool.clone(), url, settings)
-            .await
-            .expect("realtime starts");
-        app.state.realtime = Some(realtime.clone());
+        let realtime = Realtime::start(
+            pool.clone(),
+            url,
+            settings,
+            super::ports(&pool, &app.state.auth),
+        )
+        .await
+        .expect("realtime starts");
+        app.state.realtime = realtime.clone();
         app.router = threadline::server::app(app.state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

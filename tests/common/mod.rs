@@ -17,8 +17,22 @@ use tower::ServiceExt;
 
 use threadline::auth::server::AuthKeys;
 use threadline::model::SessionUser;
+use threadline::realtime::identity::AppIdentity;
+use threadline::realtime::rules::AppRules;
 use threadline::server::settings::Settings;
 use threadline::server::{AppState, app, demo};
+use threadline_realtime::engine::{Ports, Realtime};
+
+/// The app's ports, as `main` gives them to the engine.
+pub fn ports(pool: &PgPool, auth: &Arc<AuthKeys>) -> Ports {
+    Ports {
+        identity: Arc::new(AppIdentity {
+            pool: pool.clone(),
+            auth: auth.clone(),
+        }),
+        rules: Arc::new(AppRules),
+    }
+}
 
 pub struct TestApp {
     pub router: Router,
@@ -51,12 +65,17 @@ impl TestApp {
 
     pub async fn without_seed(pool: PgPool) -> TestApp {
         let settings = Settings::default();
+        let auth = Arc::new(AuthKeys::load(&pool).await.expect("signing key"));
+        let realtime =
+            Realtime::without_capture(&pool, settings.realtime.clone(), ports(&pool, &auth))
+                .await
+                .expect("realtime catalog loads");
         let state = AppState {
             leptos_options: settings.leptos_options(),
             pool: pool.clone(),
-            auth: Arc::new(AuthKeys::load(&pool).await.expect("signing key")),
+            auth,
             settings: Arc::new(settings),
-            realtime: None,
+            realtime,
         };
         TestApp {
             router: app(state.clone()),

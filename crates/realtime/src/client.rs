@@ -3,16 +3,22 @@
 //! `online`, `focus` and visibility), resume from cursors, and a polling
 //! fallback over the same cursors. Components use [`use_realtime`]; on the
 //! server (SSR) it does nothing and pages render from their resources.
+//!
+//! The connection's decisions are a pure state machine ([`machine`]); the
+//! browser half (`browser`, feature `browser`) only wires the socket,
+//! timers and window events to it.
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use super::cursor::ChangeCursor;
-use super::protocol::ChangeEvent;
+use crate::cursor::ChangeCursor;
+use crate::poll::{PollChannel, PollResult};
+use crate::protocol::ChangeEvent;
 
-#[cfg(feature = "hydrate")]
+#[cfg(feature = "browser")]
 mod browser;
+pub mod machine;
 
 /// How the page is connected to live updates.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +48,11 @@ impl ConnectionStatus {
     }
 }
 
+/// A table the app publishes, as it names it (the app's own enum of them).
+pub trait RealtimeTable {
+    fn name(&self) -> &'static str;
+}
+
 /// What a component listens to: a table, an event (`*`, `INSERT`,
 /// `UPDATE`, `DELETE`) and an optional filter (`column=op.value`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,9 +63,9 @@ pub struct Listen {
 }
 
 impl Listen {
-    pub fn table(table: &'static str) -> Listen {
+    pub fn table(table: impl RealtimeTable) -> Listen {
         Listen {
-            table,
+            table: table.name(),
             event: "*",
             filter: None,
         }
@@ -72,7 +83,7 @@ impl Listen {
 }
 
 /// What a subscription hears.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum RealtimeEvent {
     Change(Arc<ChangeEvent>),
     /// Changes may have been missed (the page was away too long): refetch.
@@ -111,20 +122,20 @@ pub struct RealtimeClient {
     pub status: RwSignal<ConnectionStatus>,
     /// When the last change or heartbeat reply arrived (ms since the epoch).
     pub last_activity: RwSignal<Option<f64>>,
-    #[cfg(feature = "hydrate")]
+    #[cfg(feature = "browser")]
     inner: StoredValue<browser::Connection, LocalStorage>,
 }
 
 impl RealtimeClient {
     /// Tries to reconnect now instead of waiting for the next retry.
     pub fn retry_now(&self) {
-        #[cfg(feature = "hydrate")]
+        #[cfg(feature = "browser")]
         self.inner.with_value(|connection| connection.retry_now());
     }
 
     /// Closes the socket (it speaks for the user who signed out).
     pub fn disconnect(&self) {
-        #[cfg(feature = "hydrate")]
+        #[cfg(feature = "browser")]
         self.inner.with_value(|connection| connection.disconnect());
     }
 }
@@ -132,16 +143,29 @@ impl RealtimeClient {
 /// Provides the page's connection. `start` is the newest change cursor the
 /// server knew before it fetched the page's data: subscriptions resume from
 /// it, so nothing committed between rendering and subscribing is missed.
-pub fn provide_realtime(start: Option<ChangeCursor>) -> RealtimeClient {
+/// `poll` asks the app's server for changes while the socket cannot be held
+/// (the app serves it with [`Realtime::poll`](crate::engine::Realtime::poll)).
+pub fn provide_realtime<F>(
+    start: Option<ChangeCursor>,
+    poll: impl Fn(Vec<PollChannel>) -> F + 'static,
+) -> RealtimeClient
+where
+    F: std::future::Future<Output = Result<Vec<PollResult>, String>> + 'static,
+{
     let status = RwSignal::new(ConnectionStatus::Connecting);
     let last_activity = RwSignal::new(None);
-    #[cfg(not(feature = "hydrate"))]
-    let _ = start;
+    #[cfg(not(feature = "browser"))]
+    let _ = (start, poll);
     let client = RealtimeClient {
         status,
         last_activity,
-        #[cfg(feature = "hydrate")]
-        inner: StoredValue::new_local(browser::Connection::new(status, last_activity, start)),
+        #[cfg(feature = "browser")]
+        inner: StoredValue::new_local(browser::Connection::new(
+            status,
+            last_activity,
+            start,
+            std::rc::Rc::new(move |channels| Box::pin(poll(channels)) as browser::PollFuture),
+        )),
     };
     provide_context(client);
     client
@@ -156,7 +180,7 @@ pub fn use_connection() -> Option<RealtimeClient> {
 pub fn use_realtime(listen: Listen, on_event: impl Fn(&RealtimeEvent) + 'static) -> RealtimeHandle {
     let (version, set_version) = signal(0u64);
     let (last, set_last) = signal(None::<RealtimeEvent>);
-    #[cfg(feature = "hydrate")]
+    #[cfg(feature = "browser")]
     if let Some(client) = use_connection() {
         let topic = client.inner.with_value(|connection| {
             connection.subscribe(
@@ -174,14 +198,14 @@ pub fn use_realtime(listen: Listen, on_event: impl Fn(&RealtimeEvent) + 'static)
                 .try_with_value(|connection| connection.unsubscribe(&topic));
         });
     }
-    #[cfg(not(feature = "hydrate"))]
+    #[cfg(not(feature = "browser"))]
     let _ = (listen, on_event, set_version, set_last);
     RealtimeHandle { version, last }
 }
 
 /// A fresh id for an optimistic mutation, echoed back in its change event.
 pub fn new_mutation_id() -> uuid::Uuid {
-    #[cfg(feature = "hydrate")]
+    #[cfg(feature = "browser")]
     {
         // getRandomValues works on plain-HTTP origins too (randomUUID does not)
         let mut bytes = [0u8; 16];
@@ -195,7 +219,7 @@ pub fn new_mutation_id() -> uuid::Uuid {
         }
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
-    #[cfg(not(feature = "hydrate"))]
+    #[cfg(not(feature = "browser"))]
     {
         uuid::Uuid::nil()
     }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::authorization::Audience;
-use super::cursor::ChangeCursor;
-use super::protocol::{ChangeKind, json_string};
+use crate::access::Audience;
+use crate::cursor::ChangeCursor;
+use crate::protocol::{ChangeKind, json_string};
 
 /// A published table as logical decoding describes it.
 #[derive(Debug)]
@@ -53,6 +53,30 @@ impl Table {
 /// `None` is SQL NULL.
 pub type Row = Vec<Option<String>>;
 
+/// One row of a table, read by column name: what the app's rules see.
+#[derive(Clone, Copy)]
+pub struct RowView<'a> {
+    table: &'a Table,
+    row: &'a Row,
+}
+
+impl<'a> RowView<'a> {
+    pub fn new(table: &'a Table, row: &'a Row) -> RowView<'a> {
+        RowView { table, row }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &'a str {
+        &self.table.name
+    }
+
+    /// A column's text value; `None` for NULL or an unknown column.
+    pub fn get(&self, column: &str) -> Option<&'a str> {
+        let index = self.table.column_index(column)?;
+        self.row.get(index)?.as_deref()
+    }
+}
+
 #[derive(Debug)]
 pub struct Change {
     pub cursor: ChangeCursor,
@@ -76,6 +100,7 @@ impl Change {
         kind: ChangeKind,
         new: Option<Row>,
         old: Option<Row>,
+        audience: impl FnOnce(&RowView<'_>) -> Audience,
     ) -> Change {
         let mut change = Change {
             cursor,
@@ -84,12 +109,12 @@ impl Change {
             kind,
             new,
             old,
-            audience: Audience::AdminsOnly,
+            audience: Audience::nobody(),
             data_json: String::new(),
         };
-        change.audience = Audience::of(&change.table.name, |column| {
-            change.field(column).and_then(|(_, v)| v)
-        });
+        if let Some(row) = change.row() {
+            change.audience = audience(&RowView::new(&change.table, row));
+        }
         change.data_json = change.render_data();
         change
     }
@@ -208,6 +233,14 @@ pub fn rfc3339_micros(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::AccessKey;
+
+    fn buyer_audience(row: &RowView<'_>) -> Audience {
+        Audience::of([row
+            .get("buyer_id")
+            .and_then(|id| id.parse().ok())
+            .map(AccessKey::Person)])
+    }
 
     fn table() -> Arc<Table> {
         Arc::new(Table::new(
@@ -260,6 +293,7 @@ mod tests {
                 None,
                 Some(buyer.clone()),
             ]),
+            buyer_audience,
         );
         let payload: serde_json::Value =
             serde_json::from_str(&change.payload_json(&[7, 9])).unwrap_or_default();
@@ -278,11 +312,71 @@ mod tests {
         );
         assert_eq!(
             change.audience,
-            Audience::Order {
-                buyer: Some(uuid::Uuid::from_u128(1)),
-                factory: None
-            }
+            Audience::of([Some(AccessKey::Person(uuid::Uuid::from_u128(1)))])
         );
+    }
+
+    /// The payload is written by hand for speed; it must be exactly what the
+    /// serde types in `protocol` (the one definition clients parse) say.
+    #[test]
+    fn the_fast_encoder_agrees_with_the_protocol_types() {
+        use crate::protocol::{ChangeData, ChangeEvent, ColumnInfo};
+        let buyer = uuid::Uuid::from_u128(1).to_string();
+        let change = Change::new(
+            ChangeCursor::new(0x2A, 3),
+            1_700_000_000_123_456,
+            table(),
+            ChangeKind::Update,
+            Some(vec![
+                Some("a\"\n\u{1F600}".into()),
+                Some("-5".into()),
+                Some("f".into()),
+                None,
+                Some(buyer.clone()),
+            ]),
+            Some(vec![
+                None,
+                Some("7".into()),
+                Some("t".into()),
+                Some("x".into()),
+                None,
+            ]),
+            buyer_audience,
+        );
+        let raw: serde_json::Value =
+            serde_json::from_str(&change.payload_json(&[4])).unwrap_or_default();
+        let parsed: Result<ChangeEvent, _> = serde_json::from_value(raw.clone());
+        let Ok(parsed) = parsed else {
+            panic!("the payload does not parse as a ChangeEvent: {raw}");
+        };
+        let row = |pairs: serde_json::Value| pairs.as_object().cloned();
+        let expected = ChangeEvent {
+            ids: vec![4],
+            cursor: ChangeCursor::new(0x2A, 3),
+            data: ChangeData {
+                schema: "public".into(),
+                table: "orders".into(),
+                commit_timestamp: "2023-11-14T22:13:20.123456Z".into(),
+                kind: ChangeKind::Update,
+                columns: table()
+                    .columns
+                    .iter()
+                    .map(|c| ColumnInfo {
+                        name: c.name.clone(),
+                        type_name: c.type_name.clone(),
+                    })
+                    .collect(),
+                record: row(serde_json::json!({
+                    "id": "a\"\n\u{1F600}", "quantity": -5, "urgent": false, "notes": null, "buyer_id": buyer,
+                })),
+                old_record: row(serde_json::json!({
+                    "id": null, "quantity": 7, "urgent": true, "notes": "x", "buyer_id": null,
+                })),
+                errors: None,
+            },
+        };
+        assert_eq!(parsed, expected);
+        assert_eq!(serde_json::to_value(&expected).ok(), Some(raw));
     }
 
     #[test]
@@ -293,7 +387,18 @@ mod tests {
             table(),
             ChangeKind::Delete,
             None,
-            Some(vec![Some("a".into()), Some("3".into()), None, None, None]),
+            Some(vec![
+                Some("a".into()),
+                Some("3".into()),
+                None,
+                None,
+                Some(uuid::Uuid::from_u128(1).to_string()),
+            ]),
+            buyer_audience,
+        );
+        assert_eq!(
+            change.audience,
+            Audience::of([Some(AccessKey::Person(uuid::Uuid::from_u128(1)))])
         );
         assert_eq!(change.field("quantity"), Some(("int4", Some("3"))));
         let payload: serde_json::Value =

@@ -1,8 +1,8 @@
-//! The hub: a bounded, ordered log of recent changes and the live
-//! subscriptions. Each change is matched in memory against the subscriptions
-//! that may see it (authorization decides the candidates; event, table and
-//! filter narrow them) and pushed to each matching connection's bounded
-//! queue without ever waiting on it.
+//! The hub: the retention log and the live subscriptions. Each change is
+//! appended to the log and matched in memory against the subscriptions that
+//! may see it (the index proposes candidates; authorization, event, table
+//! and filter decide), then pushed to each matching connection's queue
+//! without ever waiting on it.
 //!
 //! Guarantees kept here, all under one lock so nothing slips between them:
 //! - changes are delivered in cursor (commit) order, each once;
@@ -14,277 +14,25 @@
 //! - a connection whose queue is full is cut off and told to resume; the
 //!   hub never waits for it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+mod index;
+mod log;
+mod queue;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use tokio::sync::Notify;
-use uuid::Uuid;
+use crate::access::Viewer;
+use crate::change::Change;
+use crate::cursor::ChangeCursor;
+use crate::join::{Binding, matching_ids};
+use crate::metrics::Metrics;
 
-use super::authorization::{Audience, Viewer};
-use super::capture::Catalog;
-use super::change::Change;
-use super::cursor::ChangeCursor;
-use super::filter::{CompiledFilter, SubscriptionFilter, canonical_value};
-use super::metrics::{ErrorKind, Metrics};
-use super::protocol::{ChangeKind, PostgresChangesRequest};
-use crate::model::Role;
-
-pub type ConnectionId = u64;
-pub type SubscriptionId = u64;
-
-/// What a connection's writer sends, in queue order.
-pub enum Outbound {
-    /// A ready-made message (replies, notices).
-    Text(String),
-    /// A change for a channel, with the ids of the bindings it matched.
-    Change {
-        channel: Arc<Channel>,
-        ids: Vec<u64>,
-        change: Arc<Change>,
-    },
-    /// Pull missed changes from the log for a resuming subscription.
-    CatchUp {
-        subscription: SubscriptionId,
-        channel: Arc<Channel>,
-    },
-}
-
-/// A joined Phoenix channel on one connection.
-#[derive(Debug)]
-pub struct Channel {
-    pub topic: String,
-    pub join_ref: Option<String>,
-}
-
-/// The hub's handle on one WebSocket connection: its queue and a way to cut
-/// it off. The queue is bounded by backlog at transaction boundaries: a
-/// connection gets a transaction's first change only while fewer than
-/// `limit` messages wait for it, and then the rest of that transaction, so a
-/// healthy reader is never cut off by one large transaction.
-pub struct ConnectionHandle {
-    pub id: ConnectionId,
-    queue: Arc<Queue>,
-    limit: usize,
-    cut_off: Arc<CutOff>,
-}
-
-/// A queue that allocates nothing until something is queued (an idle
-/// connection's whole queue is a few words).
-#[derive(Default)]
-struct Queue {
-    items: Mutex<VecDeque<Outbound>>,
-    ready: Notify,
-    closed: AtomicBool,
-}
-
-impl Queue {
-    fn items(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
-        self.items
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The receiving end of a connection's queue; dropping it closes the queue.
-pub struct ConnectionQueue {
-    queue: Arc<Queue>,
-}
-
-impl ConnectionQueue {
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        loop {
-            if let Some(item) = self.try_recv() {
-                return Some(item);
-            }
-            self.queue.ready.notified().await;
-        }
-    }
-
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        let mut items = self.queue.items();
-        let item = items.pop_front();
-        if items.is_empty() && items.capacity() > 64 {
-            // give back what a burst took
-            items.shrink_to_fit();
-        }
-        item
-    }
-}
-
-impl Drop for ConnectionQueue {
-    fn drop(&mut self) {
-        self.queue.closed.store(true, Ordering::SeqCst);
-        self.queue.items().clear();
-    }
-}
-
-/// Raised once when the hub gives up on a connection that fell behind.
-#[derive(Default)]
-pub struct CutOff {
-    raised: AtomicBool,
-    notify: Notify,
-}
-
-impl CutOff {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-
-    pub fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once raised.
-    pub async fn notified(&self) {
-        if !self.is_raised() {
-            self.notify.notified().await
-        }
-    }
-}
-
-impl ConnectionHandle {
-    pub fn new(id: ConnectionId, limit: usize) -> (Arc<ConnectionHandle>, ConnectionQueue) {
-        let queue = Arc::new(Queue::default());
-        let handle = Arc::new(ConnectionHandle {
-            id,
-            queue: queue.clone(),
-            limit,
-            cut_off: Arc::default(),
-        });
-        (handle, ConnectionQueue { queue })
-    }
-
-    /// Whether a new transaction may be queued: the backlog is under the limit.
-    fn has_room(&self) -> bool {
-        self.queue.items().len() < self.limit
-    }
-
-    /// Queues without waiting; false if the connection is gone.
-    pub fn push(&self, item: Outbound) -> bool {
-        if self.queue.closed.load(Ordering::SeqCst) {
-            return false;
-        }
-        self.queue.items().push_back(item);
-        self.queue.ready.notify_one();
-        true
-    }
-
-    /// Queues the connection's own messages (replies, notices).
-    pub async fn send(&self, item: Outbound) -> bool {
-        self.push(item)
-    }
-
-    fn cut_off_as_too_slow(&self) {
-        self.cut_off.raise();
-    }
-
-    pub fn is_too_slow(&self) -> bool {
-        self.cut_off.is_raised()
-    }
-
-    /// The cut-off signal, for the connection's task.
-    pub fn cut_off_signal(&self) -> Arc<CutOff> {
-        self.cut_off.clone()
-    }
-}
-
-/// One `postgres_changes` binding, validated.
-#[derive(Clone, Debug)]
-pub struct Binding {
-    pub id: u64,
-    /// `None` for every event (`*`).
-    pub kind: Option<ChangeKind>,
-    /// `None` for every table.
-    pub table: Option<Arc<str>>,
-    pub filter: CompiledFilter,
-}
-
-/// A refusal of bad input: what to count it as and what to tell the client.
-#[derive(Debug)]
-pub struct Refusal(pub ErrorKind, pub String);
-
-impl Binding {
-    /// Validates a binding as a client asked for it: a known event, the
-    /// public schema, a published table (or all), and a filter whose columns
-    /// and values fit the table.
-    pub fn from_request(
-        id: u64,
-        request: &PostgresChangesRequest,
-        catalog: &Catalog,
-    ) -> Result<Binding, Refusal> {
-        let kind = match request.event.to_ascii_uppercase().as_str() {
-            "*" => None,
-            "INSERT" => Some(ChangeKind::Insert),
-            "UPDATE" => Some(ChangeKind::Update),
-            "DELETE" => Some(ChangeKind::Delete),
-            other => {
-                return Err(Refusal(
-                    ErrorKind::UnknownEvent,
-                    format!("unknown event {other:?}: use *, INSERT, UPDATE or DELETE"),
-                ));
-            }
-        };
-        if request.schema != "public" && request.schema != "*" {
-            return Err(Refusal(
-                ErrorKind::UnknownTable,
-                format!(
-                    "unknown schema {:?}: realtime tables are in public",
-                    request.schema
-                ),
-            ));
-        }
-        let table = match request.table.as_deref() {
-            None | Some("*") | Some("") => None,
-            Some(name) if catalog.tables.contains_key(name) => Some(name),
-            Some(name) => {
-                let mut known: Vec<&str> = catalog.tables.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                return Err(Refusal(
-                    ErrorKind::UnknownTable,
-                    format!(
-                        "unknown table {name:?}: realtime tables are {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        };
-        let filter: SubscriptionFilter = request.filter.as_deref().unwrap_or("").parse().map_err(
-            |e: super::filter::FilterError| Refusal(ErrorKind::InvalidFilter, e.to_string()),
-        )?;
-        let filter = match table {
-            Some(table) => filter
-                .compile(|column| catalog.column_type(table, column))
-                .map_err(|e| Refusal(ErrorKind::InvalidFilter, format!("{e} in table {table}")))?,
-            None if !filter.is_empty() => {
-                return Err(Refusal(
-                    ErrorKind::InvalidFilter,
-                    "invalid filter: a filter needs a table".into(),
-                ));
-            }
-            None => CompiledFilter::default(),
-        };
-        Ok(Binding {
-            id,
-            kind,
-            table: table.map(Arc::from),
-            filter,
-        })
-    }
-
-    fn matches(&self, change: &Change) -> bool {
-        self.kind.is_none_or(|kind| kind == change.kind)
-            && self
-                .table
-                .as_ref()
-                .is_none_or(|table| **table == *change.table.name)
-            && self
-                .filter
-                .matches(|column| change.field(column).map(|(_, value)| value))
-    }
-}
+use index::{ALL_TABLES, TableIndex};
+pub use log::Retention;
+use log::RetentionLog;
+pub use queue::{
+    Channel, ConnectionHandle, ConnectionId, ConnectionQueue, CutOff, Outbound, SubscriptionId,
+};
 
 pub struct SubscribeRequest {
     pub connection: Arc<ConnectionHandle>,
@@ -327,18 +75,6 @@ pub enum CatchUp {
     Gone,
 }
 
-/// The ids of the bindings a change matches, if the viewer may see it.
-fn matching_ids(viewer: &Viewer, bindings: &[Binding], change: &Change) -> Vec<u64> {
-    if !viewer.may_see(&change.audience) {
-        return Vec::new();
-    }
-    bindings
-        .iter()
-        .filter(|b| b.matches(change))
-        .map(|b| b.id)
-        .collect()
-}
-
 /// What a poll finds.
 pub enum PollRead {
     Changes {
@@ -360,166 +96,8 @@ struct Subscription {
     position: ChangeCursor,
 }
 
-impl Subscription {
-    fn matching_ids(&self, change: &Change) -> Vec<u64> {
-        if !self.viewer.may_see(&change.audience) {
-            return Vec::new();
-        }
-        self.bindings
-            .iter()
-            .filter(|b| b.matches(change))
-            .map(|b| b.id)
-            .collect()
-    }
-
-    /// The tables it binds ("*" for all), each with its `eq` index keys if
-    /// every binding on that table has one.
-    fn index_entries(&self) -> Vec<(Arc<str>, Option<Vec<IndexKey>>)> {
-        let tables: HashSet<Arc<str>> = self
-            .bindings
-            .iter()
-            .map(|b| b.table.clone().unwrap_or_else(|| ALL_TABLES.into()))
-            .collect();
-        tables
-            .into_iter()
-            .map(|table| {
-                let keys = self
-                    .bindings
-                    .iter()
-                    .filter(|b| b.table.as_deref().unwrap_or(ALL_TABLES) == &*table)
-                    .map(|b| {
-                        b.filter
-                            .index_key()
-                            .map(|(column, value)| (Arc::<str>::from(column), value))
-                    })
-                    .collect::<Option<Vec<_>>>();
-                (table, keys)
-            })
-            .collect()
-    }
-}
-
-const ALL_TABLES: &str = "*";
-
-/// A column and the canonical value a subscription's `eq` condition wants there.
-type IndexKey = (Arc<str>, String);
-
-/// Subscriptions of one table. Those whose every binding here has an `eq`
-/// condition are found by the changed row's value in that column; the
-/// rest by whom they could see changes for.
-#[derive(Default)]
-struct TableIndex {
-    admins: HashSet<SubscriptionId>,
-    people: HashMap<Uuid, HashSet<SubscriptionId>>,
-    factories: HashMap<Uuid, HashSet<SubscriptionId>>,
-    by_value: HashMap<IndexKey, HashSet<SubscriptionId>>,
-    /// Columns with entries in `by_value`, and how many.
-    indexed_columns: HashMap<Arc<str>, usize>,
-}
-
-impl TableIndex {
-    fn insert(&mut self, id: SubscriptionId, viewer: &Viewer, keys: Option<Vec<IndexKey>>) {
-        if let Some(keys) = keys {
-            for (column, value) in keys {
-                *self.indexed_columns.entry(column.clone()).or_default() += 1;
-                self.by_value.entry((column, value)).or_default().insert(id);
-            }
-            return;
-        }
-        if viewer.role == Role::Admin {
-            self.admins.insert(id);
-            return;
-        }
-        self.people.entry(viewer.user_id).or_default().insert(id);
-        if let (Role::Factory, Some(factory)) = (viewer.role, viewer.factory_id) {
-            self.factories.entry(factory).or_default().insert(id);
-        }
-    }
-
-    fn remove(&mut self, id: SubscriptionId, viewer: &Viewer, keys: Option<Vec<IndexKey>>) {
-        if let Some(keys) = keys {
-            for (column, value) in keys {
-                let key = (column.clone(), value);
-                if let Some(set) = self.by_value.get_mut(&key) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.by_value.remove(&key);
-                    }
-                }
-                if let Some(count) = self.indexed_columns.get_mut(&column) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.indexed_columns.remove(&column);
-                    }
-                }
-            }
-            return;
-        }
-        self.admins.remove(&id);
-        remove_from(&mut self.people, viewer.user_id, id);
-        if let Some(factory) = viewer.factory_id {
-            remove_from(&mut self.factories, factory, id);
-        }
-    }
-
-    fn candidates(&self, change: &Change, out: &mut Vec<SubscriptionId>) {
-        for column in self.indexed_columns.keys() {
-            let value = change
-                .field(column)
-                .and_then(|(type_name, value)| canonical_value(type_name, value?));
-            if let Some(ids) = value.and_then(|v| self.by_value.get(&(column.clone(), v))) {
-                out.extend(ids.iter().copied());
-            }
-        }
-        out.extend(self.admins.iter().copied());
-        let mut people = |person: &Option<Uuid>| {
-            if let Some(ids) = person.as_ref().and_then(|p| self.people.get(p)) {
-                out.extend(ids.iter().copied());
-            }
-        };
-        match &change.audience {
-            Audience::Order { buyer, factory } => {
-                people(buyer);
-                if let Some(ids) = factory.as_ref().and_then(|f| self.factories.get(f)) {
-                    out.extend(ids.iter().copied());
-                }
-            }
-            Audience::People(persons) => persons.iter().for_each(people),
-            Audience::AdminsOnly => {}
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.admins.is_empty()
-            && self.people.is_empty()
-            && self.factories.is_empty()
-            && self.by_value.is_empty()
-    }
-}
-
-fn remove_from(map: &mut HashMap<Uuid, HashSet<SubscriptionId>>, key: Uuid, id: SubscriptionId) {
-    if let Some(set) = map.get_mut(&key) {
-        set.remove(&id);
-        if set.is_empty() {
-            map.remove(&key);
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct HubSettings {
-    /// Most changes kept for resuming.
-    pub retention_changes: usize,
-    /// Oldest change kept for resuming.
-    pub retention: Duration,
-}
-
 struct HubState {
-    log: VecDeque<Arc<Change>>,
-    /// Every change at or before this cursor may be gone from the log.
-    floor: ChangeCursor,
-    /// The newest change seen.
-    head: ChangeCursor,
+    log: RetentionLog,
     /// Connections that received part of the transaction being published
     /// (it may come in several slices): they get the rest of it.
     admitted: HashSet<ConnectionId>,
@@ -531,24 +109,24 @@ struct HubState {
 
 pub struct Hub {
     state: Mutex<HubState>,
-    settings: HubSettings,
     metrics: Arc<Metrics>,
 }
 
+fn now_micros() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(0)
+}
+
 impl Hub {
-    pub fn new(settings: HubSettings, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(retention: Retention, metrics: Arc<Metrics>) -> Hub {
         Hub {
             state: Mutex::new(HubState {
-                log: VecDeque::new(),
-                floor: ChangeCursor::START,
-                head: ChangeCursor::START,
+                log: RetentionLog::new(retention),
                 admitted: HashSet::new(),
                 subscriptions: HashMap::new(),
                 index: HashMap::new(),
                 by_connection: HashMap::new(),
                 next_id: 1,
             }),
-            settings,
             metrics,
         }
     }
@@ -564,13 +142,11 @@ impl Hub {
     /// Sets where the stream starts: changes at or before `floor` are
     /// unknown to this hub, so older cursors get a reset.
     pub fn start_at(&self, floor: ChangeCursor) {
-        let mut state = self.lock();
-        state.floor = state.floor.max(floor);
-        state.head = state.head.max(state.floor);
+        self.lock().log.start_at(floor);
     }
 
     pub fn head(&self) -> ChangeCursor {
-        self.lock().head
+        self.lock().log.head()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -585,16 +161,15 @@ impl Hub {
         let mut too_slow: Vec<Arc<ConnectionHandle>> = Vec::new();
         let mut candidates = Vec::new();
         for change in changes {
-            if change.cursor <= state.head {
+            if change.cursor <= state.log.head() {
                 continue;
             }
-            if change.cursor.lsn != state.head.lsn {
+            if change.cursor.lsn != state.log.head().lsn {
                 // a new transaction: every connection must have room again
                 state.admitted.clear();
             }
             let change = Arc::new(change);
-            state.head = change.cursor;
-            state.log.push_back(change.clone());
+            state.log.append(change.clone());
             self.metrics.changes_captured.inc();
             candidates.clear();
             for key in [&*change.table.name, ALL_TABLES] {
@@ -616,7 +191,7 @@ impl Hub {
                 {
                     continue;
                 }
-                let ids = subscription.matching_ids(&change);
+                let ids = matching_ids(&subscription.viewer, &subscription.bindings, &change);
                 if ids.is_empty() {
                     continue;
                 }
@@ -645,35 +220,20 @@ impl Hub {
                 Self::remove_connection_locked(state, connection.id);
             }
         }
-        self.evict(state);
+        state.log.evict(now_micros());
         self.metrics
             .subscriptions
-            .set(state.subscriptions.len() as i64);
-    }
-
-    fn evict(&self, state: &mut HubState) {
-        let now_micros = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
-        let max_age = self.settings.retention.as_micros() as i64;
-        while let Some(front) = state.log.front() {
-            let too_many = state.log.len() > self.settings.retention_changes;
-            let too_old = now_micros - front.commit_micros > max_age;
-            if !too_many && !too_old {
-                break;
-            }
-            state.floor = front.cursor;
-            state.log.pop_front();
-        }
+            .set(gauge(state.subscriptions.len()));
     }
 
     /// Drops changes older than the retention time even when nothing new comes.
     pub fn evict_expired(&self) {
-        let mut state = self.lock();
-        self.evict(&mut state);
+        self.lock().log.evict(now_micros());
     }
 
     /// Registers a subscription. `announce` makes the join reply (and any
-    /// notices) for the head cursor; they are queued before the subscription
-    /// can receive its first change.
+    /// notices) for where it starts; they are queued before the
+    /// subscription can receive its first change.
     pub fn subscribe(
         &self,
         request: SubscribeRequest,
@@ -681,12 +241,13 @@ impl Hub {
     ) -> Result<Subscribed, HubError> {
         let mut state = self.lock();
         let id = state.next_id;
+        let (floor, head) = (state.log.floor(), state.log.head());
         let (reset, catching_up, position) = match request.resume_after {
-            None => (false, false, state.head),
-            Some(cursor) if cursor < state.floor => (true, false, state.head),
+            None => (false, false, head),
+            Some(cursor) if cursor < floor => (true, false, head),
             // Ahead of the log (it may still be replaying after a restart):
             // live, skipping what the client already has.
-            Some(cursor) if cursor >= state.head => (false, false, cursor),
+            Some(cursor) if cursor >= head => (false, false, cursor),
             Some(cursor) => (false, true, cursor),
         };
         if request.resume_after.is_some() {
@@ -715,7 +276,7 @@ impl Hub {
             live: !catching_up,
             position,
         };
-        for (table, keys) in subscription.index_entries() {
+        for (table, keys) in index::entries(&subscription.bindings) {
             state
                 .index
                 .entry(table)
@@ -730,46 +291,39 @@ impl Hub {
         state.subscriptions.insert(id, subscription);
         self.metrics
             .subscriptions
-            .set(state.subscriptions.len() as i64);
+            .set(gauge(state.subscriptions.len()));
         Ok(subscribed)
     }
 
     /// The next batch of changes a resuming subscription missed.
     pub fn catch_up(&self, id: SubscriptionId, max_changes: usize) -> CatchUp {
-        let mut state = self.lock();
-        let floor = state.floor;
-        let head = state.head;
-        let Some(position) = state.subscriptions.get(&id).map(|s| s.position) else {
+        let mut guard = self.lock();
+        let HubState {
+            log, subscriptions, ..
+        } = &mut *guard;
+        let Some(subscription) = subscriptions.get_mut(&id) else {
             return CatchUp::Gone;
         };
-        if position < floor {
-            if let Some(subscription) = state.subscriptions.get_mut(&id) {
-                subscription.live = true;
-            }
+        if subscription.position < log.floor() {
+            subscription.live = true;
             self.metrics.resets.inc();
-            return CatchUp::Reset { head };
+            return CatchUp::Reset { head: log.head() };
         }
-        let start = state.log.partition_point(|c| c.cursor <= position);
         let mut changes = Vec::new();
-        let mut last = position;
-        let mut looked_at = 0;
-        let state = &mut *state;
-        let Some(subscription) = state.subscriptions.get_mut(&id) else {
-            return CatchUp::Gone;
-        };
-        for change in state.log.range(start..) {
-            looked_at += 1;
+        let mut last = subscription.position;
+        let mut done = true;
+        for (looked_at, change) in log.after(subscription.position).enumerate() {
+            if changes.len() >= max_changes || looked_at >= 16 * max_changes {
+                done = false;
+                break;
+            }
             last = change.cursor;
-            let ids = subscription.matching_ids(change);
+            let ids = matching_ids(&subscription.viewer, &subscription.bindings, change);
             if !ids.is_empty() {
                 changes.push((ids, change.clone()));
             }
-            if changes.len() >= max_changes || looked_at >= 16 * max_changes {
-                break;
-            }
         }
         subscription.position = last;
-        let done = start + looked_at >= state.log.len();
         if done {
             subscription.live = true;
         }
@@ -787,13 +341,14 @@ impl Hub {
         limit: usize,
     ) -> PollRead {
         let state = self.lock();
-        if after < state.floor {
-            return PollRead::Reset { head: state.head };
+        if after < state.log.floor() {
+            return PollRead::Reset {
+                head: state.log.head(),
+            };
         }
-        let start = state.log.partition_point(|c| c.cursor <= after);
         let mut changes = Vec::new();
         let mut position = after;
-        for change in state.log.range(start..) {
+        for change in state.log.after(after) {
             position = change.cursor;
             let ids = matching_ids(viewer, bindings, change);
             if !ids.is_empty() {
@@ -805,7 +360,7 @@ impl Hub {
         }
         PollRead::Changes {
             changes,
-            position: position.max(state.head),
+            position: position.max(state.log.head()),
         }
     }
 
@@ -837,7 +392,7 @@ impl Hub {
         }
         self.metrics
             .subscriptions
-            .set(state.subscriptions.len() as i64);
+            .set(gauge(state.subscriptions.len()));
     }
 
     pub fn remove_connection(&self, connection: ConnectionId) {
@@ -845,7 +400,7 @@ impl Hub {
         Self::remove_connection_locked(&mut state, connection);
         self.metrics
             .subscriptions
-            .set(state.subscriptions.len() as i64);
+            .set(gauge(state.subscriptions.len()));
     }
 
     fn remove_connection_locked(state: &mut HubState, connection: ConnectionId) {
@@ -858,7 +413,7 @@ impl Hub {
         let Some(subscription) = state.subscriptions.remove(&id) else {
             return;
         };
-        for (table, keys) in subscription.index_entries() {
+        for (table, keys) in index::entries(&subscription.bindings) {
             if let Some(index) = state.index.get_mut(&table) {
                 index.remove(id, &subscription.viewer, keys);
                 if index.is_empty() {
@@ -872,19 +427,31 @@ impl Hub {
     }
 }
 
+/// A count as a gauge value.
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::realtime::change::{Column, Table};
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use crate::access::{AccessKey, Audience};
+    use crate::change::{Column, Table};
+    use crate::filter::SubscriptionFilter;
+    use crate::protocol::ChangeKind;
 
     const BUYER: Uuid = Uuid::from_u128(1);
     const OTHER: Uuid = Uuid::from_u128(2);
 
     fn hub(retention_changes: usize) -> Hub {
         let hub = Hub::new(
-            HubSettings {
-                retention_changes,
-                retention: Duration::from_secs(3600),
+            Retention {
+                changes: retention_changes,
+                age: Duration::from_secs(3600),
             },
             Arc::new(Metrics::new()),
         );
@@ -914,10 +481,9 @@ mod tests {
     }
 
     fn change(lsn: u64, index: u32, buyer: Uuid, quantity: i32) -> Change {
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
         Change::new(
             ChangeCursor::new(lsn, index),
-            now,
+            now_micros(),
             table(),
             ChangeKind::Insert,
             Some(vec![
@@ -926,6 +492,12 @@ mod tests {
                 Some(quantity.to_string()),
             ]),
             None,
+            |row| {
+                Audience::of([row
+                    .get("buyer_id")
+                    .and_then(|id| id.parse().ok())
+                    .map(AccessKey::Person)])
+            },
         )
     }
 
@@ -945,11 +517,7 @@ mod tests {
                 topic: "realtime:orders".into(),
                 join_ref: None,
             }),
-            viewer: Viewer {
-                user_id: user,
-                role: Role::Buyer,
-                factory_id: None,
-            },
+            viewer: Viewer::person(user),
             bindings: vec![Binding {
                 id: 5,
                 kind: None,

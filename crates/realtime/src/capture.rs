@@ -20,14 +20,15 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
-use super::change::{Change, Column, Row, Table};
-use super::cursor::ChangeCursor;
-use super::hub::Hub;
-use super::metrics::{ErrorKind, Metrics};
-use super::protocol::ChangeKind;
-use super::visibility::{self, Gate, Step};
-
-pub const PUBLICATION: &str = "threadline_realtime";
+use crate::catalog::{Catalog, PUBLICATION, builtin_type_name};
+use crate::change::{Change, Column, Row, Table};
+use crate::cursor::ChangeCursor;
+use crate::hub::Hub;
+use crate::metrics::{ErrorKind, Metrics};
+use crate::ports::Rules;
+use crate::protocol::ChangeKind;
+use crate::slot;
+use crate::visibility::{self, Gate, Step};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -95,146 +96,6 @@ impl ReplicationTarget {
     }
 }
 
-/// Column types of the published tables, for validating filters and
-/// naming the types of decoded columns.
-#[derive(Debug, Default)]
-pub struct Catalog {
-    pub tables: HashMap<String, Vec<Column>>,
-}
-
-impl Catalog {
-    pub async fn load(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "select p.tablename::text, a.attname::text, t.typname::text \
-             from pg_publication_tables p \
-             join pg_namespace n on n.nspname = p.schemaname \
-             join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename \
-             join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
-             join pg_type t on t.oid = a.atttypid \
-             where p.pubname = $1 order by p.tablename, a.attnum",
-        )
-        .bind(PUBLICATION)
-        .fetch_all(pool)
-        .await?;
-        let mut tables: HashMap<String, Vec<Column>> = HashMap::new();
-        for (table, name, type_name) in rows {
-            tables
-                .entry(table)
-                .or_default()
-                .push(Column { name, type_name });
-        }
-        Ok(Catalog { tables })
-    }
-
-    pub fn column_type(&self, table: &str, column: &str) -> Option<&str> {
-        self.tables
-            .get(table)?
-            .iter()
-            .find(|c| c.name == column)
-            .map(|c| c.type_name.as_str())
-    }
-}
-
-fn builtin_type_name(oid: u32) -> Option<&'static str> {
-    Some(match oid {
-        16 => "bool",
-        20 => "int8",
-        21 => "int2",
-        23 => "int4",
-        25 => "text",
-        26 => "oid",
-        114 => "json",
-        700 => "float4",
-        701 => "float8",
-        1042 => "bpchar",
-        1043 => "varchar",
-        1082 => "date",
-        1083 => "time",
-        1114 => "timestamp",
-        1184 => "timestamptz",
-        1186 => "interval",
-        1700 => "numeric",
-        2950 => "uuid",
-        3802 => "jsonb",
-        _ => return None,
-    })
-}
-
-/// Makes sure the slot exists; returns its confirmed position.
-pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<u64, CaptureError> {
-    let existing: Option<(Option<String>, String, Option<String>)> = sqlx::query_as(
-        "select confirmed_flush_lsn::text, plugin::text, database::text from pg_replication_slots where slot_name = $1",
-    )
-    .bind(slot)
-    .fetch_optional(pool)
-    .await?;
-    let lsn = match existing {
-        Some((lsn, plugin, database)) => {
-            let current: String = sqlx::query_scalar("select current_database()::text")
-                .fetch_one(pool)
-                .await?;
-            if plugin != "pgoutput" || database.as_deref() != Some(current.as_str()) {
-                return Err(CaptureError::Target(format!(
-                    "replication slot {slot} exists but is not a pgoutput slot of database {current}; \
-                     set THREADLINE_REALTIME_SLOT to another name"
-                )));
-            }
-            lsn
-        }
-        None => {
-            tracing::info!(slot, "creating the logical replication slot");
-            sqlx::query_scalar(
-                "select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput')",
-            )
-            .bind(slot)
-            .fetch_one(pool)
-            .await?
-        }
-    };
-    let lsn = lsn.ok_or_else(|| {
-        CaptureError::Target(format!("replication slot {slot} has no confirmed position"))
-    })?;
-    Lsn::parse(&lsn)
-        .map(Lsn::as_u64)
-        .map_err(|e| CaptureError::Target(format!("bad LSN {lsn}: {e:?}")))
-}
-
-pub async fn drop_slot(pool: &PgPool, slot: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and not active")
-        .bind(slot)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Drops inactive slots of other Threadline servers that hold more than
-/// `max_lag_bytes` of WAL: a server that crashed and never came back must
-/// not make PostgreSQL keep WAL without bound.
-pub async fn drop_stale_slots(
-    pool: &PgPool,
-    own: &str,
-    max_lag_bytes: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    let stale: Vec<String> = sqlx::query_scalar(
-        "select slot_name::text from pg_replication_slots \
-         where slot_name like 'threadline\\_%' and slot_name <> $1 and not active \
-           and database = current_database() and slot_type = 'logical' \
-           and pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > $2",
-    )
-    .bind(own)
-    .bind(max_lag_bytes)
-    .fetch_all(pool)
-    .await?;
-    for slot in &stale {
-        tracing::warn!(
-            slot,
-            "dropping a stale replication slot of a server that is gone"
-        );
-        drop_slot(pool, slot).await?;
-    }
-    Ok(stale)
-}
-
 pub struct Capture {
     pub pool: PgPool,
     pub target: ReplicationTarget,
@@ -242,6 +103,7 @@ pub struct Capture {
     pub hub: Arc<Hub>,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    pub rules: Arc<dyn Rules>,
 }
 
 /// A change decoded from a transaction, waiting for its commit.
@@ -273,7 +135,7 @@ impl Capture {
     }
 
     async fn stream(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), CaptureError> {
-        let confirmed = ensure_slot(&self.pool, &self.slot).await?;
+        let confirmed = slot::ensure_slot(&self.pool, &self.slot).await?;
         if confirmed > self.hub.head().lsn {
             // The slot moved past what we processed (recreated, or advanced by
             // someone else): what lies between is lost, so older cursors reset.
@@ -386,6 +248,7 @@ impl Capture {
                                     p.kind,
                                     p.new,
                                     p.old,
+                                    |row| self.rules.audience(row),
                                 )
                             })
                             .collect();

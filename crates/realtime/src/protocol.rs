@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::cursor::ChangeCursor;
+use crate::cursor::ChangeCursor;
 
 pub const PHOENIX_TOPIC: &str = "phoenix";
 pub const JOIN: &str = "phx_join";
@@ -240,7 +240,7 @@ pub struct JoinResponse {
 }
 
 /// The payload of a `postgres_changes` event.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub ids: Vec<u64>,
     pub data: ChangeData,
@@ -248,7 +248,7 @@ pub struct ChangeEvent {
     pub cursor: ChangeCursor,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeData {
     pub schema: String,
     pub table: String,

@@ -15,9 +15,9 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 
-use super::change::Change;
-use super::hub::Hub;
-use super::metrics::Metrics;
+use crate::change::Change;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 /// Changes handed to the hub under one lock.
 const PUBLISH_SLICE: usize = 1024;

@@ -1,0 +1,163 @@
+//! A connection's outbound queue. The hub pushes without ever waiting; the
+//! connection's task drains it to the socket. The queue is bounded by
+//! backlog at transaction boundaries (see [`Hub::publish`](super::Hub::publish)):
+//! a connection that falls behind is cut off and told to resume.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::change::Change;
+
+pub type ConnectionId = u64;
+pub type SubscriptionId = u64;
+
+/// What a connection's writer sends, in queue order.
+pub enum Outbound {
+    /// A ready-made message (replies, notices).
+    Text(String),
+    /// A change for a channel, with the ids of the bindings it matched.
+    Change {
+        channel: Arc<Channel>,
+        ids: Vec<u64>,
+        change: Arc<Change>,
+    },
+    /// Pull missed changes from the log for a resuming subscription.
+    CatchUp {
+        subscription: SubscriptionId,
+        channel: Arc<Channel>,
+    },
+}
+
+/// A joined Phoenix channel on one connection.
+#[derive(Debug)]
+pub struct Channel {
+    pub topic: String,
+    pub join_ref: Option<String>,
+}
+
+/// The hub's handle on one connection: its queue and a way to cut it off.
+pub struct ConnectionHandle {
+    pub id: ConnectionId,
+    queue: Arc<Queue>,
+    limit: usize,
+    cut_off: Arc<CutOff>,
+}
+
+/// A queue that allocates nothing until something is queued (an idle
+/// connection's whole queue is a few words).
+#[derive(Default)]
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The receiving end of a connection's queue; dropping it closes the queue.
+pub struct ConnectionQueue {
+    queue: Arc<Queue>,
+}
+
+impl ConnectionQueue {
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let mut items = self.queue.items();
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > 64 {
+            // give back what a burst took
+            items.shrink_to_fit();
+        }
+        item
+    }
+}
+
+impl Drop for ConnectionQueue {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.items().clear();
+    }
+}
+
+/// Raised once when the hub gives up on a connection that fell behind.
+#[derive(Default)]
+pub struct CutOff {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl CutOff {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once raised.
+    pub async fn notified(&self) {
+        if !self.is_raised() {
+            self.notify.notified().await
+        }
+    }
+}
+
+impl ConnectionHandle {
+    pub fn new(id: ConnectionId, limit: usize) -> (Arc<ConnectionHandle>, ConnectionQueue) {
+        let queue = Arc::new(Queue::default());
+        let handle = Arc::new(ConnectionHandle {
+            id,
+            queue: queue.clone(),
+            limit,
+            cut_off: Arc::default(),
+        });
+        (handle, ConnectionQueue { queue })
+    }
+
+    /// Whether a new transaction may be queued: the backlog is under the limit.
+    pub(super) fn has_room(&self) -> bool {
+        self.queue.items().len() < self.limit
+    }
+
+    /// Queues without waiting; false if the connection is gone.
+    pub fn push(&self, item: Outbound) -> bool {
+        if self.queue.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.queue.items().push_back(item);
+        self.queue.ready.notify_one();
+        true
+    }
+
+    pub(super) fn cut_off_as_too_slow(&self) {
+        self.cut_off.raise();
+    }
+
+    pub fn is_too_slow(&self) -> bool {
+        self.cut_off.is_raised()
+    }
+
+    /// The cut-off signal, for the connection's task.
+    pub fn cut_off_signal(&self) -> Arc<CutOff> {
+        self.cut_off.clone()
+    }
+}

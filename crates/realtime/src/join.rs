@@ -1,0 +1,141 @@
+//! Join validation: a client's `postgres_changes` bindings become
+//! [`Binding`]s the hub can match, or a refusal that says what is wrong.
+
+use std::sync::Arc;
+
+use crate::access::Viewer;
+use crate::catalog::Catalog;
+use crate::change::Change;
+use crate::filter::{CompiledFilter, FilterError, SubscriptionFilter};
+use crate::metrics::ErrorKind;
+use crate::protocol::{ChangeKind, PostgresChangesRequest};
+
+/// Most bindings one channel may ask for.
+pub const MAX_BINDINGS: usize = 100;
+
+/// One `postgres_changes` binding, validated.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub id: u64,
+    /// `None` for every event (`*`).
+    pub kind: Option<ChangeKind>,
+    /// `None` for every table.
+    pub table: Option<Arc<str>>,
+    pub filter: CompiledFilter,
+}
+
+/// A refusal of bad input: what to count it as and what to tell the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal(pub ErrorKind, pub String);
+
+impl Binding {
+    /// Validates a binding as a client asked for it: a known event, the
+    /// public schema, a published table (or all), and a filter whose columns
+    /// and values fit the table.
+    pub fn from_request(
+        id: u64,
+        request: &PostgresChangesRequest,
+        catalog: &Catalog,
+    ) -> Result<Binding, Refusal> {
+        let kind = match request.event.to_ascii_uppercase().as_str() {
+            "*" => None,
+            "INSERT" => Some(ChangeKind::Insert),
+            "UPDATE" => Some(ChangeKind::Update),
+            "DELETE" => Some(ChangeKind::Delete),
+            other => {
+                return Err(Refusal(
+                    ErrorKind::UnknownEvent,
+                    format!("unknown event {other:?}: use *, INSERT, UPDATE or DELETE"),
+                ));
+            }
+        };
+        if request.schema != "public" && request.schema != "*" {
+            return Err(Refusal(
+                ErrorKind::UnknownTable,
+                format!(
+                    "unknown schema {:?}: realtime tables are in public",
+                    request.schema
+                ),
+            ));
+        }
+        let table = match request.table.as_deref() {
+            None | Some("*") | Some("") => None,
+            Some(name) if catalog.tables.contains_key(name) => Some(name),
+            Some(name) => {
+                return Err(Refusal(
+                    ErrorKind::UnknownTable,
+                    format!(
+                        "unknown table {name:?}: realtime tables are {}",
+                        catalog.table_names().join(", ")
+                    ),
+                ));
+            }
+        };
+        let filter: SubscriptionFilter = request
+            .filter
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: FilterError| Refusal(ErrorKind::InvalidFilter, e.to_string()))?;
+        let filter = match table {
+            Some(table) => filter
+                .compile(|column| catalog.column_type(table, column))
+                .map_err(|e| Refusal(ErrorKind::InvalidFilter, format!("{e} in table {table}")))?,
+            None if !filter.is_empty() => {
+                return Err(Refusal(
+                    ErrorKind::InvalidFilter,
+                    "invalid filter: a filter needs a table".into(),
+                ));
+            }
+            None => CompiledFilter::default(),
+        };
+        Ok(Binding {
+            id,
+            kind,
+            table: table.map(Arc::from),
+            filter,
+        })
+    }
+
+    /// Validates every binding of a join, numbering them from `first_id`.
+    pub fn all_from_requests(
+        first_id: u64,
+        requests: &[PostgresChangesRequest],
+        catalog: &Catalog,
+    ) -> Result<Vec<Binding>, Refusal> {
+        if requests.len() > MAX_BINDINGS {
+            return Err(Refusal(
+                ErrorKind::BadPayload,
+                format!("at most {MAX_BINDINGS} postgres_changes bindings per channel"),
+            ));
+        }
+        requests
+            .iter()
+            .zip(first_id..)
+            .map(|(request, id)| Binding::from_request(id, request, catalog))
+            .collect()
+    }
+
+    fn matches(&self, change: &Change) -> bool {
+        self.kind.is_none_or(|kind| kind == change.kind)
+            && self
+                .table
+                .as_ref()
+                .is_none_or(|table| **table == *change.table.name)
+            && self
+                .filter
+                .matches(|column| change.field(column).map(|(_, value)| value))
+    }
+}
+
+/// The ids of the bindings a change matches, if the viewer may see it.
+pub fn matching_ids(viewer: &Viewer, bindings: &[Binding], change: &Change) -> Vec<u64> {
+    if !viewer.may_see(&change.audience) {
+        return Vec::new();
+    }
+    bindings
+        .iter()
+        .filter(|b| b.matches(change))
+        .map(|b| b.id)
+        .collect()
+}
