@@ -113,6 +113,14 @@ text_enum!(StageStatus {
     Done = "done": "Done",
 });
 
+text_enum!(
+    /// A folder of the communication center.
+    Folder {
+        Inbox = "inbox": "Inbox",
+        Sent = "sent": "Sent",
+    }
+);
+
 text_enum!(NotificationKind {
     Message = "message": "Message",
     OrderStatus = "order_status": "Order status",

@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::model::{Contact, Message};
+use crate::model::{Contact, Folder, Message};
 
 #[cfg(feature = "ssr")]
 const MESSAGE_SELECT: &str = "select m.id, m.sender_id, s.name as sender_name, m.recipient_id, \
@@ -20,14 +20,12 @@ const CONTACTS: &str = "select c.id, c.name, c.role, f.name as factory_name from
        or ($2 = 'buyer' and c.factory_id in (select factory_id from orders where buyer_id = $1)) \
        or ($2 = 'factory' and c.id in (select buyer_id from orders where factory_id = $3)))";
 
-/// `inbox` (received) or `sent`.
 #[server]
-pub async fn list_messages(folder: String) -> Result<Vec<Message>, AppError> {
+pub async fn list_messages(folder: Folder) -> Result<Vec<Message>, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
-    let column = match folder.as_str() {
-        "inbox" => "recipient_id",
-        "sent" => "sender_id",
-        _ => return Err(AppError::invalid("folder must be inbox or sent")),
+    let column = match folder {
+        Folder::Inbox => "recipient_id",
+        Folder::Sent => "sender_id",
     };
     Ok(sqlx::query_as(&format!(
         "{MESSAGE_SELECT} where m.{column} = $1 order by m.created_at desc limit 200"

@@ -2,9 +2,7 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-#[cfg(feature = "ssr")]
-use crate::model::OrderStatus;
-use crate::model::{Factory, Order, OrderDetail, OrderUpdate};
+use crate::model::{Factory, Order, OrderDetail, OrderStatus, OrderUpdate};
 
 #[cfg(feature = "ssr")]
 mod queries {
@@ -145,11 +143,10 @@ pub async fn create_order(
 #[server]
 pub async fn set_order_status(
     id: Uuid,
-    status: String,
+    to: OrderStatus,
     client_mutation_id: Option<Uuid>,
 ) -> Result<(), AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
-    let to: OrderStatus = status.trim().parse().map_err(AppError::invalid)?;
     let order = visible_order(&state.pool, &user, id).await?;
     if !order.status.can_become(to) {
         return Err(AppError::invalid(format!(

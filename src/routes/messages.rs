@@ -1,15 +1,16 @@
 use crate::components::optimistic::Optimistic;
-use crate::realtime::client::{Listen, use_realtime};
+use crate::realtime::Table;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
+use threadline_realtime::client::{Listen, use_realtime};
 use uuid::Uuid;
 
 use crate::api::messages::{SendMessage, list_contacts, list_messages, mark_message_read};
 use crate::api::orders::list_orders;
 use crate::components::form_feedback::{FormError, action_error};
-use crate::model::{Message, format_timestamp};
+use crate::model::{Folder, Message, format_timestamp};
 
 /// The communication center: inbox, sent and compose.
 #[component]
@@ -20,7 +21,7 @@ pub fn MessagesPage() -> impl IntoView {
     // a message being marked read, shown read at once
     let reads: Optimistic<Uuid> = Optimistic::new();
     // every message to or from me (the server only sends those)
-    let live = use_realtime(Listen::table("messages"), move |event| {
+    let live = use_realtime(Listen::table(Table::Messages), move |event| {
         reads.confirm_from(event)
     });
 
@@ -33,9 +34,9 @@ pub fn MessagesPage() -> impl IntoView {
             <TabLink name="compose" label="Compose" current=Signal::derive(tab)/>
         </nav>
         {move || match tab().as_str() {
-            "sent" => view! { <Folder folder="sent" send reads version=live.version/> }.into_any(),
+            "sent" => view! { <FolderList folder=Folder::Sent send reads version=live.version/> }.into_any(),
             "compose" => view! { <Compose send/> }.into_any(),
-            _ => view! { <Folder folder="inbox" send reads version=live.version/> }.into_any(),
+            _ => view! { <FolderList folder=Folder::Inbox send reads version=live.version/> }.into_any(),
         }}
     }
 }
@@ -50,28 +51,23 @@ fn TabLink(name: &'static str, label: &'static str, current: Signal<String>) -> 
 }
 
 #[component]
-fn Folder(
-    folder: &'static str,
+fn FolderList(
+    folder: Folder,
     send: ServerAction<SendMessage>,
     reads: Optimistic<Uuid>,
     version: ReadSignal<u64>,
 ) -> impl IntoView {
     let messages = Resource::new(
         move || (send.version().get(), version.get()),
-        move |_| list_messages(folder.to_string()),
+        move |_| list_messages(folder),
     );
-    Effect::new(move |_| {
-        if let Some(Ok(list)) = messages.get() {
-            reads.settle_confirmed(
-                &list
-                    .iter()
-                    .filter(|m| m.read_at.is_some())
-                    .filter_map(|m| m.client_mutation_id)
-                    .collect::<Vec<_>>(),
-            );
-        }
+    reads.settle_from(messages, |list| {
+        list.iter()
+            .filter(|m| m.read_at.is_some())
+            .filter_map(|m| m.client_mutation_id)
+            .collect()
     });
-    let sent_ok = move || folder == "sent" && matches!(send.value().get(), Some(Ok(_)));
+    let sent_ok = move || folder == Folder::Sent && matches!(send.value().get(), Some(Ok(_)));
     view! {
         <Show when=sent_ok><p class="success" role="status">"Message sent."</p></Show>
         <FormError message=Signal::derive(move || reads.error.get())/>
@@ -79,10 +75,10 @@ fn Folder(
             {move || messages.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(list) if list.is_empty() => view! {
-                    <p class="empty">{if folder == "inbox" { "Your inbox is empty." } else { "You have not sent any messages." }}</p>
+                    <p class="empty">{if folder == Folder::Inbox { "Your inbox is empty." } else { "You have not sent any messages." }}</p>
                 }.into_any(),
                 Ok(list) => view! {
-                    <ul class="message-list" data-folder=folder>
+                    <ul class="message-list" data-folder=folder.as_str()>
                         {list.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
                     </ul>
                 }.into_any(),
@@ -94,12 +90,12 @@ fn Folder(
 #[component]
 fn MessageRow(
     message: Message,
-    folder: &'static str,
+    folder: Folder,
     reads: Optimistic<Uuid>,
     refetch: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     let id = message.id;
-    let inbox = folder == "inbox";
+    let inbox = folder == Folder::Inbox;
     let confirmed_read = message.read_at.is_some();
     let pending_read = move || reads.all().iter().any(|p| p.value == id);
     let unread = move || !confirmed_read && !pending_read();

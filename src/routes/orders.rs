@@ -1,8 +1,9 @@
-use crate::realtime::client::{Listen, use_realtime};
+use crate::realtime::Table;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{A, Form};
 use leptos_router::hooks::use_query_map;
+use threadline_realtime::client::{Listen, use_realtime};
 
 use crate::api::orders::{CreateOrder, list_orders};
 use crate::app::use_user;
@@ -18,8 +19,11 @@ pub fn OrdersPage() -> impl IntoView {
     let search = move || query.read().get("q").filter(|s| !s.is_empty());
     let create = ServerAction::<CreateOrder>::new();
     // any order or stage change may move a row of this list
-    let orders_live = use_realtime(Listen::table("orders"), |_| {});
-    let stages_live = use_realtime(Listen::table("production_stages").event("UPDATE"), |_| {});
+    let orders_live = use_realtime(Listen::table(Table::Orders), |_| {});
+    let stages_live = use_realtime(
+        Listen::table(Table::ProductionStages).event("UPDATE"),
+        |_| {},
+    );
     let orders = Resource::new(
         move || {
             (
