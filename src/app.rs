@@ -13,7 +13,7 @@ use crate::routes::login::LoginPage;
 use crate::routes::messages::MessagesPage;
 use crate::routes::order_detail::OrderDetailPage;
 use crate::routes::orders::OrdersPage;
-use threadline_realtime::client::{RealtimeClient, provide_realtime};
+use threadline_realtime::client::{ConnectionStatus, RealtimeClient, provide_realtime};
 use threadline_realtime::cursor::ChangeCursor;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -122,6 +122,17 @@ fn SessionRedirects(realtime: RealtimeClient) -> impl IntoView {
     Effect::new(move |_| {
         if let Some(Ok(())) = session.logout.value().get() {
             realtime.disconnect();
+            session.user.set(None);
+            navigate("/login", Default::default());
+        }
+    });
+    // signed out elsewhere (another tab, an expired session, an operator):
+    // the server closed the live connection; this tab follows
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if realtime.status.get() == ConnectionStatus::SignedOut
+            && session.user.get_untracked().is_some()
+        {
             session.user.set(None);
             navigate("/login", Default::default());
         }

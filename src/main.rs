@@ -102,10 +102,13 @@ async fn serve(settings: Settings) -> Result<(), String> {
         format!("cannot listen on {addr}: {e} (set LEPTOS_SITE_ADDR to another address)")
     })?;
     tracing::info!("Threadline is listening on http://{addr}");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| format!("server error: {e}"));
     realtime.shutdown().await;
     db.pool.close().await;
     if let (Some(embedded), true) = (&db.embedded, db.started_embedded)

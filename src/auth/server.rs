@@ -210,16 +210,57 @@ pub async fn session_user(
     pool: &PgPool,
     headers: &HeaderMap,
 ) -> Result<Option<SessionUser>, AppError> {
+    Ok(live_session(pool, headers).await?.map(|s| s.user))
+}
+
+/// A live browser session: its user, the hash it is stored under, and when it ends.
+pub struct LiveSession {
+    pub user: SessionUser,
+    pub token_hash: Vec<u8>,
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// The session the request's cookie names, if it is live.
+pub async fn live_session(
+    pool: &PgPool,
+    headers: &HeaderMap,
+) -> Result<Option<LiveSession>, AppError> {
     let Some(token) = session_token(headers) else {
         return Ok(None);
     };
-    Ok(sqlx::query_as(&format!(
-        "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id \
-         where s.token_hash = $1 and s.expires_at > now()"
+    let hash = token_hash(&token);
+    let row: Option<(
+        Uuid,
+        String,
+        String,
+        String,
+        Option<Uuid>,
+        time::OffsetDateTime,
+    )> = sqlx::query_as(&format!(
+        "select {USER_COLUMNS}, s.expires_at from sessions s join users u on u.id = s.user_id \
+             where s.token_hash = $1 and s.expires_at > now()"
     ))
-    .bind(token_hash(&token))
+    .bind(&hash)
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    let Some((id, email, name, role, factory_id, expires_at)) = row else {
+        return Ok(None);
+    };
+    let role = role.parse().map_err(|e: String| {
+        tracing::error!(error = %e, "a user row has an unknown role");
+        AppError::Internal
+    })?;
+    Ok(Some(LiveSession {
+        user: SessionUser {
+            id,
+            email,
+            name,
+            role,
+            factory_id,
+        },
+        token_hash: hash,
+        expires_at,
+    }))
 }
 
 /// Why an access token names nobody.

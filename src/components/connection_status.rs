@@ -34,6 +34,7 @@ pub fn ConnectionStatusIndicator() -> impl IntoView {
         }
         ConnectionStatus::Polling => "Polling (live link blocked)".to_string(),
         ConnectionStatus::Offline => "Offline".to_string(),
+        ConnectionStatus::SignedOut => "Signed out".to_string(),
     };
     let since = move || {
         let (Some(now), Some(at)) = (now.get(), client.last_activity.get()) else {

@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use sqlx::PgPool;
 use threadline_realtime::ports::{AuthError, BoxFuture, Identity, Principal};
 
-use super::rules::viewer;
-use crate::auth::server::{AuthKeys, TokenError, TokenLookupError, session_user, user_for_token};
+use super::rules::{session_key, viewer};
+use crate::auth::server::{AuthKeys, TokenError, TokenLookupError, live_session, user_for_token};
 use crate::error::AppError;
 use crate::model::SessionUser;
 
@@ -22,6 +22,7 @@ pub struct AppIdentity {
 fn principal(user: &SessionUser, expires_at: Option<i64>) -> Principal {
     Principal {
         viewer: viewer(user),
+        session: None,
         expires_at,
     }
 }
@@ -36,10 +37,13 @@ impl Identity for AppIdentity {
         headers: &'a HeaderMap,
     ) -> BoxFuture<'a, Result<Option<Principal>, AuthError>> {
         Box::pin(async move {
-            let user = session_user(&self.pool, headers)
+            let session = live_session(&self.pool, headers)
                 .await
                 .map_err(unavailable)?;
-            Ok(user.map(|user| principal(&user, None)))
+            Ok(session.map(|session| Principal {
+                session: Some(session_key(&session.token_hash)),
+                ..principal(&session.user, Some(session.expires_at.unix_timestamp()))
+            }))
         })
     }
 

@@ -6,18 +6,35 @@
 
 use threadline_realtime::access::{AccessKey, Audience, Viewer};
 use threadline_realtime::change::RowView;
-use threadline_realtime::ports::Rules;
+use threadline_realtime::filter::parse_timestamp;
+use threadline_realtime::ports::{RightsChange, RightsRow, Rules, SessionEnd, SessionKey};
+use threadline_realtime::protocol::ChangeKind;
 use uuid::Uuid;
 
 use crate::model::{Role, SessionUser};
 
 /// The rights a signed-in person has.
 pub fn viewer(user: &SessionUser) -> Viewer {
-    match (user.role, user.factory_id) {
-        (Role::Admin, _) => Viewer::everything(user.id),
-        (Role::Factory, Some(factory)) => Viewer::person(user.id).in_group(factory),
-        _ => Viewer::person(user.id),
+    rights_of(user.id, user.role, user.factory_id)
+}
+
+fn rights_of(user: Uuid, role: Role, factory: Option<Uuid>) -> Viewer {
+    match (role, factory) {
+        (Role::Admin, _) => Viewer::everything(user),
+        (Role::Factory, Some(factory)) => Viewer::person(user).in_group(factory),
+        _ => Viewer::person(user),
     }
+}
+
+/// A session as the `sessions` table's changes name it: its `token_hash`
+/// as PostgreSQL writes a `bytea` (`\x` and hex).
+pub fn session_key(token_hash: &[u8]) -> SessionKey {
+    let mut text = String::with_capacity(2 + 2 * token_hash.len());
+    text.push_str("\\x");
+    for byte in token_hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    SessionKey(text)
 }
 
 pub struct AppRules;
@@ -33,6 +50,46 @@ impl Rules for AppRules {
             "messages" => Audience::of([person("sender_id"), person("recipient_id")]),
             "notifications" => Audience::of([person("user_id")]),
             _ => Audience::nobody(),
+        }
+    }
+
+    /// Who someone is (`users`: their role and factory) and whether their
+    /// sessions still count (`sessions`) follow the database in commit order.
+    fn rights_tables(&self) -> Vec<String> {
+        vec!["users".into(), "sessions".into()]
+    }
+
+    fn rights(&self, row: &RightsRow<'_>) -> Option<RightsChange> {
+        let id = |row: &RowView<'_>, column: &str| row.get(column)?.parse::<Uuid>().ok();
+        match (row.kind, row.new.or(row.old)?.table()) {
+            (ChangeKind::Update, "users") => {
+                let new = row.new.as_ref()?;
+                let role = new.get("role")?.parse::<Role>().ok()?;
+                Some(RightsChange::Viewer(rights_of(
+                    id(new, "id")?,
+                    role,
+                    id(new, "factory_id"),
+                )))
+            }
+            (ChangeKind::Delete, "users") => {
+                Some(RightsChange::UserRemoved(id(row.old.as_ref()?, "id")?))
+            }
+            (ChangeKind::Delete, "sessions") => Some(RightsChange::SessionEnded(
+                SessionKey(row.old.as_ref()?.get("token_hash")?.to_string()),
+                SessionEnd::SignedOut,
+            )),
+            (ChangeKind::Update, "sessions") => {
+                let new = row.new.as_ref()?;
+                let expires = parse_timestamp(new.get("expires_at")?)?;
+                if expires > i128::from(row.commit_micros) {
+                    return None;
+                }
+                Some(RightsChange::SessionEnded(
+                    SessionKey(new.get("token_hash")?.to_string()),
+                    SessionEnd::Expired,
+                ))
+            }
+            _ => None,
         }
     }
 }

@@ -76,7 +76,8 @@ impl LiveServer {
         let addr = listener.local_addr().expect("address");
         let router = app.router.clone();
         let serving = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(listener, service).await;
         });
         LiveServer {
             app,

@@ -21,11 +21,11 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
 use crate::catalog::{Catalog, PUBLICATION, builtin_type_name};
-use crate::change::{Change, Column, Row, Table};
-use crate::cursor::ChangeCursor;
-use crate::hub::Hub;
+use crate::change::{Change, Column, Row, RowView, Table};
+use crate::cursor::{ChangeCursor, StreamId};
+use crate::hub::{Hub, Published};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::ports::Rules;
+use crate::ports::{RightsRow, Rules};
 use crate::protocol::ChangeKind;
 use crate::slot;
 use crate::visibility::{self, Gate, Step};
@@ -94,6 +94,28 @@ impl ReplicationTarget {
             database: url.path().trim_start_matches('/').to_string(),
         })
     }
+}
+
+/// Which stream this database's changes are ([`StreamId`]), and how far its
+/// WAL has been written now.
+pub async fn stream_of(pool: &PgPool) -> Result<(StreamId, u64), CaptureError> {
+    let (system, timeline, database, wal): (String, i32, i64, String) = sqlx::query_as(
+        "select (select system_identifier::text from pg_control_system()), \
+                (select timeline_id from pg_control_checkpoint()), \
+                (select oid::int8 from pg_database where datname = current_database()), \
+                pg_current_wal_lsn()::text",
+    )
+    .fetch_one(pool)
+    .await?;
+    let wal = Lsn::parse(&wal)
+        .map(Lsn::as_u64)
+        .map_err(|e| CaptureError::Target(format!("bad LSN {wal}: {e:?}")))?;
+    let stream = StreamId::of(
+        &system,
+        u32::try_from(timeline).unwrap_or_default(),
+        u32::try_from(database).unwrap_or_default(),
+    );
+    Ok((stream, wal))
 }
 
 pub struct Capture {
@@ -218,6 +240,7 @@ impl Capture {
                     data, wal_end: end, ..
                 } => {
                     wal_end = wal_end.max(end.as_u64());
+                    self.hub.saw_wal_end(wal_end);
                     let message = parser
                         .parse_wal_message(&data)
                         .map_err(|e| CaptureError::Decode(e.to_string()))?
@@ -240,16 +263,13 @@ impl Capture {
                         let changes = pending
                             .drain(..)
                             .enumerate()
-                            .map(|(index, p)| {
-                                Change::new(
-                                    ChangeCursor::new(end, index as u32),
-                                    commit_micros,
-                                    p.table,
-                                    p.kind,
-                                    p.new,
-                                    p.old,
-                                    |row| self.rules.audience(row),
+                            .filter_map(|(index, p)| {
+                                let cursor = ChangeCursor::new(
+                                    end,
+                                    u32::try_from(index).unwrap_or(u32::MAX),
                                 )
+                                .in_stream(self.hub.stream());
+                                self.publishable(cursor, commit_micros, p)
                             })
                             .collect();
                         Some(Step::Commit { xid, end, changes })
@@ -257,6 +277,7 @@ impl Capture {
                 }
                 ReplicationEvent::KeepAlive { wal_end: end, .. } => {
                     wal_end = wal_end.max(end.as_u64());
+                    self.hub.saw_wal_end(wal_end);
                     self.hub.evict_expired();
                     // Between transactions, everything up to the server's WAL
                     // end is processed (the rest did not touch published tables).
@@ -271,6 +292,38 @@ impl Capture {
                 }
             }
         }
+    }
+
+    /// A decoded row change as the hub takes it: a change for subscribers,
+    /// or what a change of a rights table means.
+    fn publishable(
+        &self,
+        cursor: ChangeCursor,
+        commit_micros: i64,
+        p: Pending,
+    ) -> Option<Published> {
+        if !self.catalog.is_subscribable(&p.table.name) {
+            let rights = RightsRow {
+                kind: p.kind,
+                old: p.old.as_ref().map(|row| RowView::new(&p.table, row)),
+                new: p.new.as_ref().map(|row| RowView::new(&p.table, row)),
+                commit_micros,
+            };
+            return self.rules.rights(&rights).map(|change| Published::Rights {
+                cursor,
+                commit_micros,
+                change,
+            });
+        }
+        Some(Published::Change(Change::new(
+            cursor,
+            commit_micros,
+            p.table,
+            p.kind,
+            p.new,
+            p.old,
+            |row| self.rules.audience(row),
+        )))
     }
 
     fn decode(
@@ -305,9 +358,10 @@ impl Capture {
                             .to_string(),
                     })
                     .collect();
+                let primary_key = self.catalog.primary_key(&relation_name);
                 relations.insert(
                     relation_id,
-                    Arc::new(Table::new(&namespace, &relation_name, columns)),
+                    Arc::new(Table::new(&namespace, &relation_name, columns, primary_key)),
                 );
             }
             LogicalReplicationMessage::Insert { relation_id, tuple } => {

@@ -1,7 +1,7 @@
 //! The published tables and their columns, read once at start: joins are
 //! validated against it, and decoded columns are named by it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::PgPool;
 
@@ -10,10 +10,19 @@ use crate::change::Column;
 /// The publication every realtime server streams (created by the app's migrations).
 pub const PUBLICATION: &str = "threadline_realtime";
 
-/// Column types of the published tables.
+/// The published tables: their streamed columns and primary keys.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    pub tables: HashMap<String, Vec<Column>>,
+    tables: HashMap<String, TableInfo>,
+    /// Tables that are streamed for the engine's own use (who has which
+    /// rights), never to subscribers.
+    hidden: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct TableInfo {
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
 }
 
 impl Catalog {
@@ -33,29 +42,79 @@ impl Catalog {
         .bind(PUBLICATION)
         .fetch_all(pool)
         .await?;
-        let mut tables: HashMap<String, Vec<Column>> = HashMap::new();
+        let mut tables: HashMap<String, TableInfo> = HashMap::new();
         for (table, name, type_name) in rows {
             tables
                 .entry(table)
                 .or_default()
+                .columns
                 .push(Column { name, type_name });
         }
-        Ok(Catalog { tables })
+        let keys: Vec<(String, String)> = sqlx::query_as(
+            "select c.relname::text, a.attname::text \
+             from pg_publication_tables p \
+             join pg_namespace n on n.nspname = p.schemaname \
+             join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename \
+             join pg_index i on i.indrelid = c.oid and i.indisprimary \
+             join pg_attribute a on a.attrelid = c.oid and a.attnum = any(i.indkey) \
+             where p.pubname = $1 order by c.relname, array_position(i.indkey::int2[], a.attnum)",
+        )
+        .bind(PUBLICATION)
+        .fetch_all(pool)
+        .await?;
+        for (table, column) in keys {
+            if let Some(info) = tables.get_mut(&table) {
+                info.primary_key.push(column);
+            }
+        }
+        Ok(Catalog {
+            tables,
+            hidden: HashSet::new(),
+        })
+    }
+
+    /// Keeps `tables` from subscribers (they are streamed for the engine's
+    /// own use only).
+    pub fn hide(&mut self, tables: impl IntoIterator<Item = String>) {
+        self.hidden.extend(tables);
+    }
+
+    /// Whether subscribers may listen to `table`.
+    pub fn is_subscribable(&self, table: &str) -> bool {
+        self.tables.contains_key(table) && !self.hidden.contains(table)
     }
 
     pub fn column_type(&self, table: &str, column: &str) -> Option<&str> {
         self.tables
             .get(table)?
+            .columns
             .iter()
             .find(|c| c.name == column)
             .map(|c| c.type_name.as_str())
     }
 
-    /// Table names in order, for messages that list them.
+    /// The primary key's columns (empty when the table has none).
+    pub fn primary_key(&self, table: &str) -> &[String] {
+        self.tables
+            .get(table)
+            .map_or(&[][..], |info| info.primary_key.as_slice())
+    }
+
+    /// The tables subscribers may listen to, in order, for messages that list them.
     pub fn table_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self
+            .tables
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !self.hidden.contains(*name))
+            .collect();
         names.sort_unstable();
         names
+    }
+
+    /// Whether nothing is published for subscribers.
+    pub fn is_empty(&self) -> bool {
+        self.table_names().is_empty()
     }
 }
 

@@ -1,8 +1,9 @@
-//! One captured row change, as the hub keeps and sends it.
+//! One captured row change, as the hub keeps and sends it. Its payload is
+//! serialized once per way of seeing it and shared by every subscriber.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::access::Audience;
+use crate::access::{Audience, Viewer};
 use crate::cursor::ChangeCursor;
 use crate::protocol::{ChangeKind, json_string};
 
@@ -12,6 +13,8 @@ pub struct Table {
     pub schema: Arc<str>,
     pub name: Arc<str>,
     pub columns: Vec<Column>,
+    /// Positions of the primary key's columns.
+    primary_key: Vec<usize>,
     /// `[{"name":…,"type":…},…]`, serialized once.
     columns_json: String,
 }
@@ -23,7 +26,7 @@ pub struct Column {
 }
 
 impl Table {
-    pub fn new(schema: &str, name: &str, columns: Vec<Column>) -> Table {
+    pub fn new(schema: &str, name: &str, columns: Vec<Column>, primary_key: &[String]) -> Table {
         let columns_json = format!(
             "[{}]",
             columns
@@ -36,10 +39,15 @@ impl Table {
                 .collect::<Vec<_>>()
                 .join(",")
         );
+        let primary_key = primary_key
+            .iter()
+            .filter_map(|key| columns.iter().position(|c| c.name == *key))
+            .collect();
         Table {
             schema: schema.into(),
             name: name.into(),
             columns,
+            primary_key,
             columns_json,
         }
     }
@@ -77,6 +85,21 @@ impl<'a> RowView<'a> {
     }
 }
 
+/// How one viewer sees a change, by whether they may see the row before
+/// and after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Visibility {
+    /// As it happened: they may see the row before and after (or the one
+    /// row an INSERT or DELETE has).
+    Full,
+    /// An UPDATE that brought the row to them: the change, with only the
+    /// primary key in `old_record` (they never saw what it was).
+    MovedIn,
+    /// An UPDATE that took the row away from them: a DELETE, with only the
+    /// primary key in `old_record` (they may not see what it became).
+    MovedOut,
+}
+
 #[derive(Debug)]
 pub struct Change {
     pub cursor: ChangeCursor,
@@ -86,13 +109,19 @@ pub struct Change {
     pub kind: ChangeKind,
     pub new: Option<Row>,
     pub old: Option<Row>,
-    pub audience: Audience,
-    /// The `data` object of a `postgres_changes` event, serialized once and
-    /// shared by every subscriber.
+    /// Who may see the row before the change (UPDATE, DELETE) and after it
+    /// (INSERT, UPDATE).
+    pub before: Option<Audience>,
+    pub after: Option<Audience>,
+    /// The `data` object of a `postgres_changes` event as it happened.
     data_json: String,
+    /// The same for viewers the row moved to, and away from (made on first use).
+    moved_in_json: OnceLock<String>,
+    moved_out_json: OnceLock<String>,
 }
 
 impl Change {
+    /// A change; `audience` says who may see a row of its table.
     pub fn new(
         cursor: ChangeCursor,
         commit_micros: i64,
@@ -100,8 +129,15 @@ impl Change {
         kind: ChangeKind,
         new: Option<Row>,
         old: Option<Row>,
-        audience: impl FnOnce(&RowView<'_>) -> Audience,
+        audience: impl Fn(&RowView<'_>) -> Audience,
     ) -> Change {
+        let (before, after) = match kind {
+            ChangeKind::Insert => (None, new.as_ref()),
+            ChangeKind::Update => (old.as_ref(), new.as_ref()),
+            ChangeKind::Delete => (old.as_ref(), None),
+        };
+        let before = before.map(|row| audience(&RowView::new(&table, row)));
+        let after = after.map(|row| audience(&RowView::new(&table, row)));
         let mut change = Change {
             cursor,
             commit_micros,
@@ -109,35 +145,78 @@ impl Change {
             kind,
             new,
             old,
-            audience: Audience::nobody(),
+            before,
+            after,
             data_json: String::new(),
+            moved_in_json: OnceLock::new(),
+            moved_out_json: OnceLock::new(),
         };
-        if let Some(row) = change.row() {
-            change.audience = audience(&RowView::new(&change.table, row));
-        }
-        change.data_json = change.render_data();
+        change.data_json = change.render_data(Visibility::Full);
         change
     }
 
-    /// The row filters and authorization look at: the new row, or for a
-    /// DELETE the old one.
-    pub fn row(&self) -> Option<&Row> {
-        match self.kind {
-            ChangeKind::Delete => self.old.as_ref(),
-            _ => self.new.as_ref(),
+    /// How `viewer` sees this change, if at all.
+    pub fn visibility(&self, viewer: &Viewer) -> Option<Visibility> {
+        let sees = |audience: &Option<Audience>| audience.as_ref().map(|a| viewer.may_see(a));
+        match (sees(&self.before), sees(&self.after)) {
+            (Some(true), Some(true)) | (None, Some(true)) | (Some(true), None) => {
+                Some(Visibility::Full)
+            }
+            (Some(false), Some(true)) => Some(Visibility::MovedIn),
+            (Some(true), Some(false)) => Some(Visibility::MovedOut),
+            _ => None,
         }
+    }
+
+    /// Everyone who may see the row before or after.
+    pub fn audiences(&self) -> impl Iterator<Item = &Audience> {
+        self.before.iter().chain(self.after.iter())
+    }
+
+    /// The event a viewer is sent, and the row their filters look at: the
+    /// new row, or for a DELETE (and a move-out) the old one.
+    pub fn seen_as(&self, visibility: Visibility) -> (ChangeKind, Option<&Row>) {
+        match (visibility, self.kind) {
+            (Visibility::MovedOut, _) | (_, ChangeKind::Delete) => {
+                (ChangeKind::Delete, self.old.as_ref())
+            }
+            (_, kind) => (kind, self.new.as_ref()),
+        }
+    }
+
+    /// The row filters look at when the change is seen as it happened.
+    pub fn row(&self) -> Option<&Row> {
+        self.seen_as(Visibility::Full).1
     }
 
     /// A column's type name and text value in [`Change::row`].
     pub fn field(&self, column: &str) -> Option<(&str, Option<&str>)> {
+        self.field_in(self.row(), column)
+    }
+
+    /// A column's type name and text value in `row`.
+    pub fn field_in<'a>(
+        &'a self,
+        row: Option<&'a Row>,
+        column: &str,
+    ) -> Option<(&'a str, Option<&'a str>)> {
         let index = self.table.column_index(column)?;
-        let value = self.row()?.get(index)?.as_deref();
+        let value = row?.get(index)?.as_deref();
         Some((self.table.columns[index].type_name.as_str(), value))
     }
 
     /// The payload of the `postgres_changes` event for the given binding ids.
-    pub fn payload_json(&self, ids: &[u64]) -> String {
-        let mut out = String::with_capacity(self.data_json.len() + 64);
+    pub fn payload_json(&self, ids: &[u64], visibility: Visibility) -> String {
+        let data = match visibility {
+            Visibility::Full => &self.data_json,
+            Visibility::MovedIn => self
+                .moved_in_json
+                .get_or_init(|| self.render_data(Visibility::MovedIn)),
+            Visibility::MovedOut => self
+                .moved_out_json
+                .get_or_init(|| self.render_data(Visibility::MovedOut)),
+        };
+        let mut out = String::with_capacity(data.len() + 64);
         out.push_str("{\"ids\":[");
         for (i, id) in ids.iter().enumerate() {
             if i > 0 {
@@ -146,14 +225,15 @@ impl Change {
             out.push_str(&id.to_string());
         }
         out.push_str("],\"data\":");
-        out.push_str(&self.data_json);
+        out.push_str(data);
         out.push_str(",\"cursor\":\"");
         out.push_str(&self.cursor.to_string());
         out.push_str("\"}");
         out
     }
 
-    fn render_data(&self) -> String {
+    fn render_data(&self, visibility: Visibility) -> String {
+        let (kind, _) = self.seen_as(visibility);
         let mut out = String::with_capacity(256);
         out.push_str("{\"schema\":");
         out.push_str(&json_string(&self.table.schema));
@@ -162,27 +242,33 @@ impl Change {
         out.push_str(",\"commit_timestamp\":");
         out.push_str(&json_string(&rfc3339_micros(self.commit_micros)));
         out.push_str(",\"type\":\"");
-        out.push_str(self.kind.as_str());
+        out.push_str(kind.as_str());
         out.push_str("\",\"columns\":");
         out.push_str(&self.table.columns_json);
-        if let (ChangeKind::Insert | ChangeKind::Update, Some(row)) = (self.kind, &self.new) {
+        if let (ChangeKind::Insert | ChangeKind::Update, Some(row)) = (kind, &self.new) {
             out.push_str(",\"record\":");
-            self.render_row(row, &mut out);
+            self.render_row(row, false, &mut out);
         }
-        if let (ChangeKind::Update | ChangeKind::Delete, Some(row)) = (self.kind, &self.old) {
+        if let (ChangeKind::Update | ChangeKind::Delete, Some(row)) = (kind, &self.old) {
             out.push_str(",\"old_record\":");
-            self.render_row(row, &mut out);
+            self.render_row(row, visibility != Visibility::Full, &mut out);
         }
         out.push_str(",\"errors\":null}");
         out
     }
 
-    fn render_row(&self, row: &Row, out: &mut String) {
+    /// A row as a JSON object; `key_only`: just its primary key.
+    fn render_row(&self, row: &Row, key_only: bool, out: &mut String) {
         out.push('{');
+        let mut first = true;
         for (i, (column, value)) in self.table.columns.iter().zip(row).enumerate() {
-            if i > 0 {
+            if key_only && !self.table.primary_key.contains(&i) {
+                continue;
+            }
+            if !first {
                 out.push(',');
             }
+            first = false;
             out.push_str(&json_string(&column.name));
             out.push(':');
             match value {
@@ -268,6 +354,7 @@ mod tests {
                     type_name: "uuid".into(),
                 },
             ],
+            &["id".to_string()],
         ))
     }
 
@@ -296,9 +383,10 @@ mod tests {
             buyer_audience,
         );
         let payload: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[7, 9])).unwrap_or_default();
+            serde_json::from_str(&change.payload_json(&[7, 9], Visibility::Full))
+                .unwrap_or_default();
         assert_eq!(payload["ids"], serde_json::json!([7, 9]));
-        assert_eq!(payload["cursor"], "10/0");
+        assert_eq!(payload["cursor"], "00000000:10/0");
         let data = &payload["data"];
         assert_eq!(data["type"], "UPDATE");
         assert_eq!(data["commit_timestamp"], "1970-01-01T00:00:00.000000Z");
@@ -311,8 +399,10 @@ mod tests {
             serde_json::json!({"name": "quantity", "type": "int4"})
         );
         assert_eq!(
-            change.audience,
-            Audience::of([Some(AccessKey::Person(uuid::Uuid::from_u128(1)))])
+            change.after,
+            Some(Audience::of([Some(AccessKey::Person(
+                uuid::Uuid::from_u128(1)
+            ))]))
         );
     }
 
@@ -344,7 +434,7 @@ mod tests {
             buyer_audience,
         );
         let raw: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[4])).unwrap_or_default();
+            serde_json::from_str(&change.payload_json(&[4], Visibility::Full)).unwrap_or_default();
         let parsed: Result<ChangeEvent, _> = serde_json::from_value(raw.clone());
         let Ok(parsed) = parsed else {
             panic!("the payload does not parse as a ChangeEvent: {raw}");
@@ -397,13 +487,71 @@ mod tests {
             buyer_audience,
         );
         assert_eq!(
-            change.audience,
-            Audience::of([Some(AccessKey::Person(uuid::Uuid::from_u128(1)))])
+            change.before,
+            Some(Audience::of([Some(AccessKey::Person(
+                uuid::Uuid::from_u128(1)
+            ))]))
         );
+        assert_eq!(change.after, None);
         assert_eq!(change.field("quantity"), Some(("int4", Some("3"))));
         let payload: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[1])).unwrap_or_default();
+            serde_json::from_str(&change.payload_json(&[1], Visibility::Full)).unwrap_or_default();
         assert!(payload["data"].get("record").is_none());
         assert_eq!(payload["data"]["old_record"]["quantity"], 3);
+    }
+
+    #[test]
+    fn a_row_that_moves_between_owners_shows_each_side_only_what_it_may_see() {
+        let old_buyer = uuid::Uuid::from_u128(1);
+        let new_buyer = uuid::Uuid::from_u128(2);
+        let row = |buyer: uuid::Uuid, notes: &str| {
+            vec![
+                Some("row-1".to_string()),
+                Some("3".into()),
+                Some("t".into()),
+                Some(notes.to_string()),
+                Some(buyer.to_string()),
+            ]
+        };
+        let change = Change::new(
+            ChangeCursor::new(0x10, 0),
+            0,
+            table(),
+            ChangeKind::Update,
+            Some(row(new_buyer, "for the new buyer")),
+            Some(row(old_buyer, "for the old buyer")),
+            buyer_audience,
+        );
+        let old = Viewer::person(old_buyer);
+        let new = Viewer::person(new_buyer);
+        assert_eq!(change.visibility(&old), Some(Visibility::MovedOut));
+        assert_eq!(change.visibility(&new), Some(Visibility::MovedIn));
+        assert_eq!(
+            change.visibility(&Viewer::everything(old_buyer)),
+            Some(Visibility::Full)
+        );
+        assert_eq!(
+            change.visibility(&Viewer::person(uuid::Uuid::from_u128(9))),
+            None
+        );
+
+        let data = |visibility| {
+            let payload: serde_json::Value =
+                serde_json::from_str(&change.payload_json(&[1], visibility)).unwrap_or_default();
+            payload["data"].clone()
+        };
+        let moved_out = data(Visibility::MovedOut);
+        assert_eq!(moved_out["type"], "DELETE");
+        assert_eq!(moved_out["old_record"], serde_json::json!({"id": "row-1"}));
+        assert!(
+            moved_out.get("record").is_none(),
+            "nothing of what it became"
+        );
+        let moved_in = data(Visibility::MovedIn);
+        assert_eq!(moved_in["type"], "UPDATE");
+        assert_eq!(moved_in["old_record"], serde_json::json!({"id": "row-1"}));
+        assert_eq!(moved_in["record"]["notes"], "for the new buyer");
+        let full = data(Visibility::Full);
+        assert_eq!(full["old_record"]["notes"], "for the old buyer");
     }
 }

@@ -33,6 +33,9 @@ pub enum ConnectionStatus {
     Polling,
     /// The browser says it has no network.
     Offline,
+    /// The server closed the connection because the session it spoke for
+    /// ended (signed out elsewhere, expired, account removed): sign in again.
+    SignedOut,
 }
 
 impl ConnectionStatus {
@@ -44,6 +47,7 @@ impl ConnectionStatus {
             ConnectionStatus::Reconnecting { .. } => "reconnecting",
             ConnectionStatus::Polling => "polling",
             ConnectionStatus::Offline => "offline",
+            ConnectionStatus::SignedOut => "signed-out",
         }
     }
 }

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::Viewer;
-use crate::capture::{Capture, CaptureError, ReplicationTarget};
+use crate::capture::{self, Capture, CaptureError, ReplicationTarget};
 use crate::catalog::{Catalog, PUBLICATION};
 use crate::cursor::ChangeCursor;
-use crate::hub::{Hub, PollRead, Retention};
+use crate::hub::{Caps, Hub, PollRead, Retention};
 use crate::join::{Binding, Refusal};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::poll::{POLL_LIMIT, PollChannel, PollResult};
@@ -70,17 +70,26 @@ impl Realtime {
                 "replication slot name {slot:?} must be at most 63 lowercase letters, digits and underscores"
             )));
         }
-        let catalog = Arc::new(Catalog::load(&pool).await?);
-        if catalog.tables.is_empty() {
+        let mut catalog = Catalog::load(&pool).await?;
+        catalog.hide(ports.rules.rights_tables());
+        let catalog = Arc::new(catalog);
+        if catalog.is_empty() {
             return Err(CaptureError::Target(format!(
                 "the publication {PUBLICATION} is missing or empty; run the migrations"
             )));
         }
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(retention(&settings), metrics.clone()));
+        let (stream, wal_now) = capture::stream_of(&pool).await?;
+        let hub = Arc::new(Hub::new(
+            stream,
+            retention(&settings),
+            caps(&settings),
+            metrics.clone(),
+        ));
         let max_lag = settings.stale_slot_max_lag_mb.saturating_mul(1 << 20);
         slot::drop_stale_slots(&pool, &slot, max_lag).await?;
         let confirmed = slot::ensure_slot(&pool, &slot).await?;
+        hub.saw_wal_end(wal_now);
         hub.start_at(start_floor(&pool, &slot, confirmed).await?);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -125,9 +134,19 @@ impl Realtime {
         ports: Ports,
     ) -> Result<Arc<Realtime>, CaptureError> {
         let metrics = Arc::new(Metrics::new());
+        let mut catalog = Catalog::load(pool).await?;
+        catalog.hide(ports.rules.rights_tables());
+        let (stream, wal_now) = capture::stream_of(pool).await?;
+        let hub = Hub::new(
+            stream,
+            retention(&settings),
+            caps(&settings),
+            metrics.clone(),
+        );
+        hub.saw_wal_end(wal_now);
         Ok(Arc::new(Realtime {
-            hub: Arc::new(Hub::new(retention(&settings), metrics.clone())),
-            catalog: Arc::new(Catalog::load(pool).await?),
+            hub: Arc::new(hub),
+            catalog: Arc::new(catalog),
             metrics,
             settings,
             identity: ports.identity,
@@ -154,6 +173,9 @@ impl Realtime {
             limits: Limits {
                 max_frame_bytes: self.settings.max_frame_bytes,
                 max_channels: self.settings.max_channels,
+                max_bindings: self.settings.max_bindings_per_channel,
+                messages_per_second: self.settings.messages_per_second,
+                joins_per_second: self.settings.joins_per_second,
             },
         }
     }
@@ -165,16 +187,38 @@ impl Realtime {
     }
 
     /// The polling fallback: for each channel, the changes after its cursor
-    /// that `viewer` may see and its bindings match.
+    /// that `viewer` may see and its bindings match, up to `until` — the
+    /// head before `viewer` was looked up, so no change committed after a
+    /// change of their rights is judged by the rights from before it. The
+    /// same caps hold as on a socket.
     pub fn poll(
         &self,
         viewer: &Viewer,
+        until: ChangeCursor,
         channels: Vec<PollChannel>,
     ) -> Result<Vec<PollResult>, Refusal> {
-        if channels.len() > self.settings.max_channels {
+        let settings = &self.settings;
+        if channels.len() > settings.max_channels.min(settings.max_channels_per_user) {
             return Err(Refusal(
                 ErrorKind::TooManyChannels,
-                format!("at most {} channels per poll", self.settings.max_channels),
+                format!(
+                    "at most {} channels per poll",
+                    settings.max_channels.min(settings.max_channels_per_user)
+                ),
+            ));
+        }
+        let bindings: usize = channels.iter().map(|c| c.bindings.len()).sum();
+        if channels
+            .iter()
+            .any(|c| c.bindings.len() > settings.max_bindings_per_channel)
+            || bindings > settings.max_bindings_per_user
+        {
+            return Err(Refusal(
+                ErrorKind::Limited,
+                format!(
+                    "at most {} postgres_changes bindings per channel and {} per poll",
+                    settings.max_bindings_per_channel, settings.max_bindings_per_user
+                ),
             ));
         }
         let mut results = Vec::with_capacity(channels.len());
@@ -184,14 +228,17 @@ impl Realtime {
                 results.push(PollResult {
                     topic: channel.topic,
                     events: Vec::new(),
-                    cursor: self.hub.head(),
+                    cursor: until,
                     reset: true,
                     more: false,
                 });
                 continue;
             };
             results.push(
-                match self.hub.read_after(viewer, &bindings, cursor, POLL_LIMIT) {
+                match self
+                    .hub
+                    .read_after(viewer, &bindings, cursor, until, POLL_LIMIT)
+                {
                     PollRead::Reset { head } => {
                         self.metrics.resets.inc();
                         PollResult {
@@ -207,7 +254,7 @@ impl Realtime {
                         more: changes.len() >= POLL_LIMIT,
                         events: changes
                             .iter()
-                            .map(|(ids, change)| change.payload_json(ids))
+                            .map(|d| d.change.payload_json(&d.ids, d.visibility))
                             .collect(),
                         cursor: position,
                         reset: false,
@@ -266,6 +313,15 @@ impl Realtime {
             }
         }
         slot::drop_slot(pool, slot).await
+    }
+}
+
+fn caps(settings: &RealtimeSettings) -> Caps {
+    Caps {
+        connections_per_user: settings.max_connections_per_user.max(1),
+        connections_per_address: settings.max_connections_per_address.max(1),
+        channels_per_user: settings.max_channels_per_user.max(1),
+        bindings_per_user: settings.max_bindings_per_user.max(1),
     }
 }
 

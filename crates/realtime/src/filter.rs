@@ -205,12 +205,18 @@ fn is_uuid(text: &str) -> bool {
         })
 }
 
-/// PostgreSQL's ISO output (`2026-11-25 10:00:00.5+00`) or RFC 3339
-/// (`2026-11-25T10:00:00.5Z`); without an offset, UTC.
-fn parse_timestamp(text: &str) -> Option<i128> {
+/// Microseconds since the Unix epoch of a timestamp in PostgreSQL's ISO
+/// output (`2026-11-25 10:00:00.5+00`) or RFC 3339 (`2026-11-25T10:00:00.5Z`);
+/// without an offset, UTC. `None` for anything else.
+pub fn parse_timestamp(text: &str) -> Option<i128> {
     let text = text.trim();
-    let (date, rest) = text.split_at_checked(10)?;
-    let mut parts = date.split('-');
+    // every valid spelling is ASCII, so the splits below fall on characters
+    if !text.is_ascii() {
+        return None;
+    }
+    let date_end = text.find(['T', ' ']).unwrap_or(text.len());
+    let (date, rest) = text.split_at(date_end);
+    let mut parts = date.splitn(3, '-');
     let (year, month, day): (i32, u8, u8) = (
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
@@ -218,43 +224,66 @@ fn parse_timestamp(text: &str) -> Option<i128> {
     );
     let date =
         time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
-    let rest = rest.strip_prefix(['T', ' ']).unwrap_or(rest);
+    let rest = rest.get(1..).unwrap_or("");
     let offset_at = rest.find(['+', '-', 'Z']).unwrap_or(rest.len());
     let (clock, offset) = rest.split_at(offset_at);
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut hms_parts = hms.split(':');
-    let hour: u8 = hms_parts
-        .next()
-        .filter(|h| !h.is_empty())
-        .map_or(Some(0), |h| h.parse().ok())?;
-    let minute: u8 = hms_parts.next().map_or(Some(0), |m| m.parse().ok())?;
-    let second: u8 = hms_parts.next().map_or(Some(0), |s| s.parse().ok())?;
-    let micros: u32 = if fraction.is_empty() {
-        0
-    } else {
-        let digits: String = fraction.chars().take(6).collect();
-        digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32)
-    };
-    let time = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
-    let offset_seconds: i32 = match offset {
-        "" | "Z" => 0,
-        sign_and_rest => {
-            let sign = if sign_and_rest.starts_with('-') {
-                -1
-            } else {
-                1
-            };
-            let digits = &sign_and_rest[1..];
-            let (h, m) = digits.split_once(':').unwrap_or(if digits.len() == 4 {
-                digits.split_at(2)
-            } else {
-                (digits, "0")
-            });
-            sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60)
+    let mut hms_parts = hms.splitn(3, ':');
+    let mut number = |default: u8| -> Option<u8> {
+        match hms_parts.next() {
+            None | Some("") => Some(default),
+            Some(digits) if digits.len() <= 2 => digits.parse().ok(),
+            Some(_) => None,
         }
     };
+    let (hour, minute, second) = (number(0)?, number(0)?, number(0)?);
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = fraction.get(..fraction.len().min(6)).unwrap_or("");
+    let micros: u32 = if digits.is_empty() {
+        0
+    } else {
+        let scale = 10u32.checked_pow(u32::try_from(6 - digits.len()).ok()?)?;
+        digits.parse::<u32>().ok()?.checked_mul(scale)?
+    };
+    let time = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
+    let offset_seconds = parse_offset(offset)?;
     let local = time::PrimitiveDateTime::new(date, time).assume_utc();
     Some(local.unix_timestamp_nanos() / 1000 - i128::from(offset_seconds) * 1_000_000)
+}
+
+/// `""`, `Z`, or `±HH`, `±HHMM`, `±HH:MM`, `±HH:MM:SS`, in seconds east of UTC.
+fn parse_offset(offset: &str) -> Option<i32> {
+    let (sign, digits) = match offset.as_bytes().first() {
+        None => return Some(0),
+        Some(b'Z') if offset.len() == 1 => return Some(0),
+        Some(b'+') => (1, &offset[1..]),
+        Some(b'-') => (-1, &offset[1..]),
+        Some(_) => return None,
+    };
+    let mut fields = [0i32; 3];
+    let parts: Vec<&str> = if digits.contains(':') {
+        digits.split(':').collect()
+    } else if digits.len() == 4 {
+        vec![&digits[..2], &digits[2..]]
+    } else {
+        vec![digits]
+    };
+    if parts.is_empty() || parts.len() > 3 {
+        return None;
+    }
+    for (field, part) in fields.iter_mut().zip(&parts) {
+        if part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *field = part.parse().ok()?;
+    }
+    let [hours, minutes, seconds] = fields;
+    if hours > 15 || minutes > 59 || seconds > 59 {
+        return None;
+    }
+    Some(sign * (hours * 3600 + minutes * 60 + seconds))
 }
 
 impl SubscriptionFilter {
@@ -558,5 +587,16 @@ mod tests {
         );
         assert_eq!(parse_timestamp("1970-01-01 00:00:00.25"), Some(250_000));
         assert_eq!(parse_timestamp("soon"), None);
+        assert_eq!(
+            parse_timestamp("1970-01-01 00:00:00+0130"),
+            Some(-5_400_000_000)
+        );
+        // the review's crash: a split inside a multi-byte character
+        assert_eq!(parse_timestamp("2026-01-01T00:00:00+1é1"), None);
+        assert_eq!(parse_timestamp("2026-01-01T00:00:00+99999999999"), None);
+        assert_eq!(
+            parse_timestamp("2026-01-01T00:00:00.1234567890123"),
+            Some(1_767_225_600_123_456)
+        );
     }
 }

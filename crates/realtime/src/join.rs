@@ -5,13 +5,10 @@ use std::sync::Arc;
 
 use crate::access::Viewer;
 use crate::catalog::Catalog;
-use crate::change::Change;
+use crate::change::{Change, Visibility};
 use crate::filter::{CompiledFilter, FilterError, SubscriptionFilter};
 use crate::metrics::ErrorKind;
 use crate::protocol::{ChangeKind, PostgresChangesRequest};
-
-/// Most bindings one channel may ask for.
-pub const MAX_BINDINGS: usize = 100;
 
 /// One `postgres_changes` binding, validated.
 #[derive(Clone, Debug)]
@@ -60,7 +57,7 @@ impl Binding {
         }
         let table = match request.table.as_deref() {
             None | Some("*") | Some("") => None,
-            Some(name) if catalog.tables.contains_key(name) => Some(name),
+            Some(name) if catalog.is_subscribable(name) => Some(name),
             Some(name) => {
                 return Err(Refusal(
                     ErrorKind::UnknownTable,
@@ -103,12 +100,6 @@ impl Binding {
         requests: &[PostgresChangesRequest],
         catalog: &Catalog,
     ) -> Result<Vec<Binding>, Refusal> {
-        if requests.len() > MAX_BINDINGS {
-            return Err(Refusal(
-                ErrorKind::BadPayload,
-                format!("at most {MAX_BINDINGS} postgres_changes bindings per channel"),
-            ));
-        }
         requests
             .iter()
             .zip(first_id..)
@@ -116,26 +107,32 @@ impl Binding {
             .collect()
     }
 
-    fn matches(&self, change: &Change) -> bool {
-        self.kind.is_none_or(|kind| kind == change.kind)
+    /// Whether the change, seen as `visibility`, is one this binding asked for.
+    fn matches(&self, change: &Change, visibility: Visibility) -> bool {
+        let (kind, row) = change.seen_as(visibility);
+        self.kind.is_none_or(|wanted| wanted == kind)
             && self
                 .table
                 .as_ref()
                 .is_none_or(|table| **table == *change.table.name)
             && self
                 .filter
-                .matches(|column| change.field(column).map(|(_, value)| value))
+                .matches(|column| change.field_in(row, column).map(|(_, value)| value))
     }
 }
 
-/// The ids of the bindings a change matches, if the viewer may see it.
-pub fn matching_ids(viewer: &Viewer, bindings: &[Binding], change: &Change) -> Vec<u64> {
-    if !viewer.may_see(&change.audience) {
-        return Vec::new();
-    }
-    bindings
+/// How a viewer gets a change through their bindings: the way they may see
+/// it, and the ids of the bindings it matches; `None` when it is not for them.
+pub fn matching(
+    viewer: &Viewer,
+    bindings: &[Binding],
+    change: &Change,
+) -> Option<(Visibility, Vec<u64>)> {
+    let visibility = change.visibility(viewer)?;
+    let ids: Vec<u64> = bindings
         .iter()
-        .filter(|b| b.matches(change))
+        .filter(|b| b.matches(change, visibility))
         .map(|b| b.id)
-        .collect()
+        .collect();
+    (!ids.is_empty()).then_some((visibility, ids))
 }

@@ -19,6 +19,7 @@ pub enum ErrorKind {
     ExpiredToken,
     OversizeFrame,
     TooManyChannels,
+    Limited,
     Capture,
 }
 

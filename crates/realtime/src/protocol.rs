@@ -29,6 +29,11 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4002;
 /// Close code when the server shuts down; reconnect and resume.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code when the connection's credentials stopped counting (signed
+/// out, expired, account removed): reconnecting needs a new sign-in.
+pub const CLOSE_SIGNED_OUT: u16 = 4003;
+/// Close code when a client exceeded a limit (connections, message size or rate).
+pub const CLOSE_LIMITED: u16 = 4008;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vsn {
@@ -313,6 +318,18 @@ pub enum Notice {
     SlowConsumer,
     /// The access token expired; the channel is closed.
     TokenExpired,
+    /// What this channel may see changed (its user's role or group did):
+    /// refetch, then continue from `cursor`, under the new rights.
+    RightsChanged { cursor: ChangeCursor },
+    /// The session this connection signed in with ended: the connection is
+    /// closed; sign in again.
+    SignedOut,
+    /// The session ran out; the connection is closed; sign in again.
+    SessionExpired,
+    /// The account no longer exists; the connection is closed.
+    AccountRemoved,
+    /// Too many connections or subscriptions, or messages too fast.
+    Limited,
 }
 
 #[cfg(test)]
@@ -395,6 +412,6 @@ mod tests {
             cursor: ChangeCursor::new(1, 0),
         })
         .unwrap_or_default();
-        assert_eq!(text, r#"{"notice":"reset","cursor":"1/0"}"#);
+        assert_eq!(text, r#"{"notice":"reset","cursor":"00000000:1/0"}"#);
     }
 }

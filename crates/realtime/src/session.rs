@@ -1,20 +1,27 @@
 //! One connection's protocol session, without I/O: the socket hands it each
 //! message and does what it answers ([`Next`]); replies, notices and
 //! changes go out through the connection's queue, in order. Bad input of
-//! any kind gets an error reply and leaves the connection open.
+//! any kind gets an error reply and leaves the connection open; a client
+//! that sends too much, too fast, is refused with a reason.
 //!
 //! A session holds the connection's place in the hub; dropping it (the
 //! connection ended, for whatever reason, a panic included) releases every
-//! subscription and the connection count.
+//! subscription and every count the connection held.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 
-use crate::access::Viewer;
 use crate::catalog::Catalog;
-use crate::hub::{Channel, ConnectionHandle, Hub, Outbound, SubscribeRequest};
+use crate::cursor::ChangeCursor;
+use crate::hub::{
+    Channel, CloseOrRefuse, ConnectionHandle, Hub, Outbound, Speaker, SubscribeError,
+    SubscribeRequest,
+};
 use crate::join::{Binding, Refusal};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::ports::{AuthError, Principal};
@@ -24,6 +31,8 @@ use crate::protocol::{
 
 /// Longest channel topic accepted.
 const MAX_TOPIC_LEN: usize = 200;
+/// Refusals for sending too fast in a row before the connection is closed.
+const MAX_REFUSALS_IN_A_ROW: u32 = 50;
 
 /// What a session needs of the engine.
 #[derive(Clone)]
@@ -40,6 +49,12 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most channels on one connection.
     pub max_channels: usize,
+    /// Most `postgres_changes` bindings in one channel.
+    pub max_bindings: usize,
+    /// Messages a connection may send per second (bursts of twice that).
+    pub messages_per_second: u32,
+    /// Joins a connection may send per second (bursts of twice that).
+    pub joins_per_second: u32,
 }
 
 /// What the socket does next.
@@ -49,12 +64,17 @@ pub enum Next {
     Continue,
     /// Look the token up, then hand the answer to [`Session::resolved`].
     Resolve(Box<TokenLookup>),
+    /// Close the connection with this code and reason (after sending what is queued).
+    Close(u16, &'static str),
 }
 
 /// An access token to look up, and what waits for the answer.
 #[derive(Debug)]
 pub struct TokenLookup {
     pub token: String,
+    /// The hub's head before the lookup began: changes of rights after it
+    /// correct what the lookup finds.
+    as_of: ChangeCursor,
     waiting: Waiting,
 }
 
@@ -66,7 +86,8 @@ enum Waiting {
 
 struct JoinedChannel {
     join_ref: Option<String>,
-    viewer: Viewer,
+    /// The person it speaks for.
+    user: uuid::Uuid,
     /// When its access token expires (Unix seconds), if it used one.
     expires_at: Option<i64>,
 }
@@ -75,28 +96,46 @@ pub struct Session {
     parts: SessionParts,
     connection: Arc<ConnectionHandle>,
     vsn: Vsn,
-    /// Who the session cookie named when the connection opened.
-    cookie: Option<Principal>,
+    signed_in: bool,
     channels: HashMap<String, JoinedChannel>,
     next_binding: u64,
+    messages: DefaultDirectRateLimiter,
+    joins: DefaultDirectRateLimiter,
+    refusals_in_a_row: u32,
+}
+
+fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(rate);
+    Quota::per_second(rate).allow_burst(burst)
 }
 
 impl Session {
-    pub fn new(
+    /// Opens a session for a connection. `cookie`: who its session cookie
+    /// named, and the hub's head before that was looked up. Refused when the
+    /// client holds too many connections, or when the session it signed in
+    /// with has meanwhile ended.
+    pub fn open(
         parts: SessionParts,
         connection: Arc<ConnectionHandle>,
         vsn: Vsn,
-        cookie: Option<Principal>,
-    ) -> Session {
-        parts.metrics.connections.inc();
-        Session {
+        address: Option<IpAddr>,
+        cookie: Option<(Principal, ChangeCursor)>,
+    ) -> Result<Session, CloseOrRefuse> {
+        let signed_in = cookie.is_some();
+        parts.hub.register(connection.clone(), address, cookie)?;
+        let limits = parts.limits;
+        Ok(Session {
             parts,
             connection,
             vsn,
-            cookie,
+            signed_in,
             channels: HashMap::new(),
             next_binding: 1,
-        }
+            messages: RateLimiter::direct(quota(limits.messages_per_second)),
+            joins: RateLimiter::direct(quota(limits.joins_per_second)),
+            refusals_in_a_row: 0,
+        })
     }
 
     pub fn vsn(&self) -> Vsn {
@@ -105,6 +144,9 @@ impl Session {
 
     /// Handles one text message from the client.
     pub fn receive_text(&mut self, text: &str) -> Next {
+        if let Some(next) = self.too_fast() {
+            return next;
+        }
         let limit = self.parts.limits.max_frame_bytes;
         if text.len() > limit {
             let message = format!(
@@ -126,11 +168,49 @@ impl Session {
 
     /// Handles one binary message from the client.
     pub fn receive_binary(&mut self, _bytes: &[u8]) -> Next {
+        if let Some(next) = self.too_fast() {
+            return next;
+        }
         self.connection_error(
             ErrorKind::BadJson,
             "binary messages are not supported; send JSON text",
         );
         Next::Continue
+    }
+
+    /// Counts a message against the rate limit: `Some` when it must be refused.
+    fn too_fast(&mut self) -> Option<Next> {
+        if self.messages.check().is_ok() {
+            self.refusals_in_a_row = 0;
+            return None;
+        }
+        self.refusals_in_a_row = self.refusals_in_a_row.saturating_add(1);
+        if self.refusals_in_a_row > MAX_REFUSALS_IN_A_ROW {
+            self.parts.metrics.error(ErrorKind::Limited);
+            self.send(system_frame(
+                self.vsn,
+                protocol::PHOENIX_TOPIC,
+                "error",
+                "system",
+                "closing: far too many messages too fast",
+                Some(Notice::Limited),
+            ));
+            return Some(Next::Close(protocol::CLOSE_LIMITED, "too many messages"));
+        }
+        let message = format!(
+            "too many messages: at most {} per second; this one was dropped",
+            self.parts.limits.messages_per_second
+        );
+        self.parts.metrics.error(ErrorKind::Limited);
+        self.send(system_frame(
+            self.vsn,
+            protocol::PHOENIX_TOPIC,
+            "error",
+            "system",
+            &message,
+            Some(Notice::Limited),
+        ));
+        Some(Next::Continue)
     }
 
     fn receive(&mut self, frame: Frame) -> Next {
@@ -153,6 +233,7 @@ impl Session {
                 match token.map(str::trim).filter(|t| !t.is_empty()) {
                     Some(token) => Next::Resolve(Box::new(TokenLookup {
                         token: token.to_string(),
+                        as_of: self.parts.hub.head(),
                         waiting: Waiting::Refresh(frame),
                     })),
                     None => {
@@ -186,6 +267,14 @@ impl Session {
     }
 
     fn join(&mut self, frame: Frame) -> Next {
+        if self.joins.check().is_err() {
+            let reason = format!(
+                "too many joins: at most {} per second",
+                self.parts.limits.joins_per_second
+            );
+            self.refuse(&frame, Refusal(ErrorKind::Limited, reason));
+            return Next::Continue;
+        }
         if !frame.topic.starts_with("realtime:") || frame.topic.len() > MAX_TOPIC_LEN {
             self.refuse(
                 &frame,
@@ -207,16 +296,22 @@ impl Session {
         match payload.access_token.as_deref().map(str::trim) {
             Some(token) if !token.is_empty() => Next::Resolve(Box::new(TokenLookup {
                 token: token.to_string(),
+                as_of: self.parts.hub.head(),
                 waiting: Waiting::Join(frame, payload),
             })),
+            _ if self.signed_in => {
+                self.subscribe(frame, payload, Speaker::Cookie);
+                Next::Continue
+            }
             _ => {
-                let principal = self.cookie.clone().ok_or_else(|| {
-                    AuthError::Refused(
+                self.refuse(
+                    &frame,
+                    Refusal(
+                        ErrorKind::Unauthorized,
                         "unauthorized: sign in, or send an access_token from /api/auth/token"
                             .into(),
-                    )
-                });
-                self.finish_join(frame, payload, principal);
+                    ),
+                );
                 Next::Continue
             }
         }
@@ -224,46 +319,51 @@ impl Session {
 
     /// Continues what waited for a token lookup.
     pub fn resolved(&mut self, lookup: Box<TokenLookup>, principal: Result<Principal, AuthError>) {
-        match lookup.waiting {
-            Waiting::Join(frame, payload) => self.finish_join(frame, payload, principal),
-            Waiting::Refresh(frame) => self.finish_refresh(&frame.topic, principal),
+        let as_of = lookup.as_of;
+        match (lookup.waiting, principal) {
+            (Waiting::Join(frame, payload), Ok(principal)) => {
+                self.subscribe(frame, payload, Speaker::Token { principal, as_of })
+            }
+            (Waiting::Join(frame, _), Err(e)) => {
+                self.refuse(&frame, Refusal(auth_error_kind(&e), e.to_string()))
+            }
+            (Waiting::Refresh(frame), principal) => self.finish_refresh(&frame.topic, principal),
         }
     }
 
-    fn finish_join(
-        &mut self,
-        frame: Frame,
-        payload: JoinPayload,
-        principal: Result<Principal, AuthError>,
-    ) {
-        let principal = match principal {
-            Ok(principal) => principal,
-            Err(e) => {
-                let kind = auth_error_kind(&e);
-                self.refuse(&frame, Refusal(kind, e.to_string()));
-                return;
-            }
-        };
-        if let Err(refusal) = self.subscribe(&frame, &payload, principal) {
+    fn subscribe(&mut self, frame: Frame, payload: JoinPayload, speaker: Speaker) {
+        if let Err(refusal) = self.try_subscribe(&frame, &payload, speaker) {
             self.refuse(&frame, refusal);
         }
     }
 
-    fn subscribe(
+    fn try_subscribe(
         &mut self,
         frame: &Frame,
         payload: &JoinPayload,
-        principal: Principal,
+        speaker: Speaker,
     ) -> Result<(), Refusal> {
         if !self.channels.contains_key(&frame.topic)
             && self.channels.len() >= self.parts.limits.max_channels
         {
             return Err(Refusal(
                 ErrorKind::TooManyChannels,
-                "too many channels on this connection".into(),
+                format!(
+                    "too many channels on this connection (at most {})",
+                    self.parts.limits.max_channels
+                ),
             ));
         }
         let requests = &payload.config.postgres_changes;
+        if requests.len() > self.parts.limits.max_bindings {
+            return Err(Refusal(
+                ErrorKind::Limited,
+                format!(
+                    "at most {} postgres_changes bindings per channel",
+                    self.parts.limits.max_bindings
+                ),
+            ));
+        }
         let bindings =
             Binding::all_from_requests(self.next_binding, requests, &self.parts.catalog)?;
         self.next_binding = self
@@ -287,9 +387,9 @@ impl Session {
         let vsn = self.vsn;
         let subscribed = self.parts.hub.subscribe(
             SubscribeRequest {
-                connection: self.connection.clone(),
+                connection: self.connection.id,
                 channel: channel.clone(),
-                viewer: principal.viewer.clone(),
+                speaker,
                 bindings,
                 resume_after: payload.cursor,
             },
@@ -328,16 +428,18 @@ impl Session {
                 frames
             },
         );
-        // a closed connection is ending: nothing more to say
-        let Ok(subscribed) = subscribed else {
-            return Ok(());
+        let subscribed = match subscribed {
+            Ok(subscribed) => subscribed,
+            // a closed connection is ending: nothing more to say
+            Err(SubscribeError::Closed) => return Ok(()),
+            Err(SubscribeError::Refused(refusal)) => return Err(refusal),
         };
         self.channels.insert(
             frame.topic.clone(),
             JoinedChannel {
                 join_ref: frame.join_ref.clone(),
-                viewer: principal.viewer,
-                expires_at: principal.expires_at,
+                user: subscribed.user,
+                expires_at: subscribed.expires_at,
             },
         );
         if subscribed.catching_up {
@@ -359,7 +461,7 @@ impl Session {
             return;
         };
         match principal {
-            Ok(principal) if principal.viewer.user_id == channel.viewer.user_id => {
+            Ok(principal) if principal.viewer.user_id == channel.user => {
                 channel.expires_at = principal.expires_at;
             }
             Ok(_) => {
@@ -444,7 +546,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.parts.hub.remove_connection(self.connection.id);
-        self.parts.metrics.connections.dec();
     }
 }
 

@@ -17,6 +17,26 @@ pub struct RealtimeSettings {
     pub max_frame_bytes: usize,
     /// Most channels one connection may join.
     pub max_channels: usize,
+    /// Most `postgres_changes` bindings in one channel.
+    pub max_bindings_per_channel: usize,
+    /// Most open connections one person may hold.
+    pub max_connections_per_user: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_address: usize,
+    /// Most channels one person may hold over all their connections.
+    pub max_channels_per_user: usize,
+    /// Most `postgres_changes` bindings one person may hold.
+    pub max_bindings_per_user: usize,
+    /// Messages a connection may send per second (bursts of twice that).
+    pub messages_per_second: u32,
+    /// Joins a connection may send per second (bursts of twice that).
+    pub joins_per_second: u32,
+    /// How often the server pings each socket (a browser answers without
+    /// running JavaScript, so throttled background tabs stay connected).
+    pub ping_interval_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (set
+    /// it only behind a proxy you run, which sets that header).
+    pub trust_forwarded_for: bool,
     /// Replication slot of this server; empty: `threadline_<database>`.
     /// Each app server on one database needs its own.
     pub slot_name: String,
@@ -34,6 +54,15 @@ impl Default for RealtimeSettings {
             heartbeat_timeout_secs: 60,
             max_frame_bytes: 64 * 1024,
             max_channels: 100,
+            max_bindings_per_channel: 100,
+            max_connections_per_user: 16,
+            max_connections_per_address: 200,
+            max_channels_per_user: 200,
+            max_bindings_per_user: 500,
+            messages_per_second: 50,
+            joins_per_second: 20,
+            ping_interval_secs: 20,
+            trust_forwarded_for: false,
             slot_name: String::new(),
             stale_slot_max_lag_mb: 1024,
         }

@@ -1,35 +1,42 @@
 //! `GET /realtime/v1/websocket`: the upgrade, and one task per connection
 //! that feeds the client's messages to its [`Session`] and writes the
-//! connection's queue (replies and changes, in order) to the socket, while
-//! watching the heartbeat, the access tokens and the hub's cut-off signal.
+//! connection's queue (replies, notices and changes, in order) to the
+//! socket, while watching the heartbeat, the credentials' expiry and the
+//! hub's signal to close.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::header::{HOST, ORIGIN};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use tokio::time::Instant;
 
-use crate::change::Change;
+use crate::cursor::ChangeCursor;
 use crate::engine::Realtime;
-use crate::hub::{CatchUp, Channel, ConnectionHandle, ConnectionQueue, Outbound};
+use crate::hub::{
+    CatchUp, Channel, CloseOrRefuse, CloseReason, ConnectionHandle, ConnectionQueue, Delivery,
+    Outbound,
+};
+use crate::metrics::ErrorKind;
 use crate::ports::Principal;
 use crate::protocol::{self, Notice, Vsn, encode_raw};
 use crate::session::{Next, Session, system_frame};
 
-/// Messages larger than this are refused by the WebSocket layer itself
-/// (the connection closes); up to it, oversize messages get an error reply.
-const HARD_FRAME_LIMIT: usize = 16 << 20;
 const CATCH_UP_BATCH: usize = 256;
+
+/// Close code for a message larger than the limit (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
 
 pub async fn websocket(
     State(realtime): State<Arc<Realtime>>,
     Query(params): Query<HashMap<String, String>>,
+    connect_info: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -43,21 +50,57 @@ pub async fn websocket(
                 .into_response();
         }
     };
+    let address = client_address(
+        &headers,
+        connect_info.map(|info| info.0.0.ip()),
+        realtime.settings.trust_forwarded_for,
+    );
     // The session cookie counts only for pages of this site (browsers always
-    // send Origin on WebSockets); other clients send an access token.
-    let cookie = if same_origin(&headers) {
-        realtime.identity.session(&headers).await.ok().flatten()
+    // send Origin on WebSockets); other clients send an access token. The
+    // hub's head before the lookup lets it correct what the lookup saw.
+    let (cookie, cookie_headers) = if same_origin(&headers) {
+        let as_of = realtime.hub.head();
+        let principal = realtime.identity.session(&headers).await.ok().flatten();
+        let mut cookie_headers = HeaderMap::new();
+        for value in headers.get_all(COOKIE) {
+            cookie_headers.append(COOKIE, value.clone());
+        }
+        (principal.map(|p| (p, as_of)), cookie_headers)
     } else {
-        None
+        (None, HeaderMap::new())
     };
+    let limit = realtime.settings.max_frame_bytes.max(1024);
     // tungstenite preallocates its read buffer (128 KiB by default) for
     // every socket; 1 KiB grows on demand and keeps idle sockets small.
+    // Messages over the limit are refused by the WebSocket layer itself,
+    // before they are buffered whole.
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
-        .max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| serve(socket, realtime, vsn, cookie))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| serve(socket, realtime, vsn, address, cookie, cookie_headers))
+}
+
+/// The client's address: the peer, or (behind a proxy of ours) the last
+/// address it put in `X-Forwarded-For`.
+fn client_address(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trust_forwarded: bool,
+) -> Option<IpAddr> {
+    if trust_forwarded
+        && let Some(forwarded) = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+            .next_back()
+    {
+        return Some(forwarded);
+    }
+    peer
 }
 
 fn same_origin(headers: &HeaderMap) -> bool {
@@ -79,24 +122,51 @@ async fn serve(
     mut socket: WebSocket,
     realtime: Arc<Realtime>,
     vsn: Vsn,
-    cookie: Option<Principal>,
+    address: Option<IpAddr>,
+    cookie: Option<(Principal, ChangeCursor)>,
+    cookie_headers: HeaderMap,
 ) {
     let (connection, mut queue) =
         ConnectionHandle::new(realtime.next_id(), realtime.settings.queue_size.max(8));
     let cut_off = connection.cut_off_signal();
-    let mut session = Session::new(realtime.session_parts(), connection, vsn, cookie);
+    let mut session_expires = cookie.as_ref().and_then(|(p, _)| p.expires_at);
+    let session_key = cookie.as_ref().and_then(|(p, _)| p.session.clone());
+    let mut session =
+        match Session::open(realtime.session_parts(), connection, vsn, address, cookie) {
+            Ok(session) => session,
+            Err(CloseOrRefuse::Refuse(refusal)) => {
+                realtime.metrics.error(refusal.0);
+                let notice = system_frame(
+                    vsn,
+                    protocol::PHOENIX_TOPIC,
+                    "error",
+                    "system",
+                    &refusal.1,
+                    Some(Notice::Limited),
+                );
+                let _ = socket.send(Message::Text(notice.into())).await;
+                let _ = socket
+                    .send(close(protocol::CLOSE_LIMITED, "limit reached"))
+                    .await;
+                return;
+            }
+            Err(CloseOrRefuse::Close(reason)) => {
+                let _ = say_goodbye(&mut socket, vsn, reason).await;
+                return;
+            }
+        };
     let heartbeat = Duration::from_secs(realtime.settings.heartbeat_timeout_secs.max(1));
+    let mut ping = tokio::time::interval(Duration::from_secs(
+        realtime.settings.ping_interval_secs.max(1),
+    ));
+    ping.tick().await;
     let mut heard_at = Instant::now();
     loop {
         let expiry = session.next_expiry();
         tokio::select! {
             biased;
-            _ = cut_off.notified() => {
-                let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system",
-                    "this connection fell too far behind; reconnect and resume from your last cursor",
-                    Some(Notice::SlowConsumer));
-                let _ = socket.send(Message::Text(notice.into())).await;
-                let _ = socket.send(close(protocol::CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume")).await;
+            reason = cut_off.notified() => {
+                let _ = say_goodbye(&mut socket, vsn, reason).await;
                 break;
             }
             // The writer's future is boxed: an idle connection then holds
@@ -108,7 +178,28 @@ async fn serve(
                 }
             }
             message = socket.recv() => {
-                let Some(Ok(message)) = message else { break };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        // the WebSocket layer refused it: too large (before
+                        // buffering it whole), or not a valid frame
+                        let error = e.to_string();
+                        let (kind, text) = if error.contains("too long") || error.contains("Space limit") {
+                            (ErrorKind::OversizeFrame, format!(
+                                "closing: a message larger than the limit of {} bytes ({error})",
+                                realtime.settings.max_frame_bytes
+                            ))
+                        } else {
+                            (ErrorKind::BadJson, format!("closing: not a valid WebSocket message ({error})"))
+                        };
+                        realtime.metrics.error(kind);
+                        let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system", &text, None);
+                        let _ = socket.send(Message::Text(notice.into())).await;
+                        let _ = socket.send(close(CLOSE_TOO_BIG, "message too big or malformed")).await;
+                        break;
+                    }
+                    None => break,
+                };
                 heard_at = Instant::now();
                 let next = match &message {
                     Message::Text(text) => session.receive_text(text.as_str()),
@@ -116,9 +207,26 @@ async fn serve(
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => Next::Continue,
                 };
-                if let Next::Resolve(lookup) = next {
-                    let principal = Box::pin(realtime.identity.token(&lookup.token)).await;
-                    session.resolved(lookup, principal);
+                match next {
+                    Next::Continue => {}
+                    Next::Resolve(lookup) => {
+                        let principal = Box::pin(realtime.identity.token(&lookup.token)).await;
+                        session.resolved(lookup, principal);
+                    }
+                    Next::Close(code, reason) => {
+                        while let Some(item) = queue.try_recv() {
+                            if let Outbound::Text(text) = item {
+                                let _ = socket.feed(Message::Text(text.into())).await;
+                            }
+                        }
+                        let _ = socket.send(close(code, reason)).await;
+                        break;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
                 }
             }
             _ = tokio::time::sleep_until(heard_at + heartbeat) => {
@@ -128,8 +236,65 @@ async fn serve(
                 break;
             }
             _ = sleep_until_unix(expiry), if expiry.is_some() => session.expire(unix_now()),
+            // the session cookie's own end, even when nothing was written
+            _ = sleep_until_unix(session_expires), if session_expires.is_some() => {
+                let renewed = realtime.identity.session(&cookie_headers).await.ok().flatten();
+                match renewed {
+                    Some(principal) if principal.session == session_key && principal.expires_at > session_expires => {
+                        session_expires = principal.expires_at;
+                    }
+                    _ => {
+                        let _ = say_goodbye(&mut socket, vsn, CloseReason::SessionExpired).await;
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// Tells the client why the server closes its connection, and closes it.
+async fn say_goodbye(
+    socket: &mut WebSocket,
+    vsn: Vsn,
+    reason: CloseReason,
+) -> Result<(), axum::Error> {
+    let (message, notice, code, close_reason) = match reason {
+        CloseReason::TooSlow => (
+            "this connection fell too far behind; reconnect and resume from your last cursor",
+            Notice::SlowConsumer,
+            protocol::CLOSE_SLOW_CONSUMER,
+            "too slow: reconnect and resume",
+        ),
+        CloseReason::SignedOut => (
+            "you signed out: this connection is closed; sign in again",
+            Notice::SignedOut,
+            protocol::CLOSE_SIGNED_OUT,
+            "signed out",
+        ),
+        CloseReason::SessionExpired => (
+            "your session expired: this connection is closed; sign in again",
+            Notice::SessionExpired,
+            protocol::CLOSE_SIGNED_OUT,
+            "session expired",
+        ),
+        CloseReason::AccountRemoved => (
+            "your account no longer exists: this connection is closed",
+            Notice::AccountRemoved,
+            protocol::CLOSE_SIGNED_OUT,
+            "account removed",
+        ),
+    };
+    let notice = system_frame(
+        vsn,
+        protocol::PHOENIX_TOPIC,
+        "error",
+        "system",
+        message,
+        Some(notice),
+    );
+    socket.send(Message::Text(notice.into())).await?;
+    socket.send(close(code, close_reason)).await
 }
 
 /// Writes one queued item and whatever else is already queued, then flushes.
@@ -155,15 +320,25 @@ async fn send_item(
 ) -> Result<(), axum::Error> {
     match item {
         Outbound::Text(text) => sink.feed(Message::Text(text.into())).await,
-        Outbound::Change {
-            channel,
-            ids,
-            change,
-        } => {
-            sink.feed(change_message(vsn, &channel, &ids, &change))
-                .await?;
-            record_sent(realtime, change.commit_micros);
+        Outbound::Change { channel, delivery } => {
+            sink.feed(change_message(vsn, &channel, &delivery)).await?;
+            record_sent(realtime, delivery.change.commit_micros);
             Ok(())
+        }
+        Outbound::Notice {
+            channel,
+            message,
+            notice,
+        } => {
+            let text = system_frame(
+                vsn,
+                &channel.topic,
+                "ok",
+                protocol::POSTGRES_CHANGES,
+                message,
+                Some(notice),
+            );
+            sink.feed(Message::Text(text.into())).await
         }
         Outbound::CatchUp {
             subscription,
@@ -171,10 +346,9 @@ async fn send_item(
         } => loop {
             match realtime.hub.catch_up(subscription, CATCH_UP_BATCH) {
                 CatchUp::Batch { changes, done } => {
-                    for (ids, change) in changes {
-                        sink.feed(change_message(vsn, &channel, &ids, &change))
-                            .await?;
-                        record_sent(realtime, change.commit_micros);
+                    for delivery in changes {
+                        sink.feed(change_message(vsn, &channel, &delivery)).await?;
+                        record_sent(realtime, delivery.change.commit_micros);
                     }
                     sink.flush().await?;
                     if done {
@@ -198,14 +372,16 @@ async fn send_item(
     }
 }
 
-fn change_message(vsn: Vsn, channel: &Channel, ids: &[u64], change: &Change) -> Message {
+fn change_message(vsn: Vsn, channel: &Channel, delivery: &Delivery) -> Message {
     let text = encode_raw(
         vsn,
         None,
         None,
         &channel.topic,
         protocol::POSTGRES_CHANGES,
-        &change.payload_json(ids),
+        &delivery
+            .change
+            .payload_json(&delivery.ids, delivery.visibility),
     );
     Message::Text(text.into())
 }

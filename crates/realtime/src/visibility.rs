@@ -15,8 +15,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 
-use crate::change::Change;
-use crate::hub::Hub;
+use crate::hub::{Hub, Published};
 use crate::metrics::Metrics;
 
 /// Changes handed to the hub under one lock.
@@ -32,7 +31,7 @@ pub enum Step {
     Commit {
         xid: u32,
         end: u64,
-        changes: Vec<Change>,
+        changes: Vec<Published>,
     },
     /// Everything up to this WAL position is processed (nothing to publish).
     Processed(u64),

@@ -82,6 +82,9 @@ pub struct Machine {
     heartbeat_pending: Option<String>,
     started: bool,
     offline: bool,
+    /// The server said the session ended: no more attempts until someone
+    /// signs in (and subscribes) again.
+    signed_out: bool,
     /// Attempts since the socket last worked, and failures among them in a row.
     attempt: u32,
     failures: u32,
@@ -105,6 +108,7 @@ impl Machine {
             heartbeat_pending: None,
             started: false,
             offline: false,
+            signed_out: false,
             attempt: 0,
             failures: 0,
             retry_at: None,
@@ -116,7 +120,9 @@ impl Machine {
     }
 
     pub fn status(&self) -> ConnectionStatus {
-        if self.offline {
+        if self.signed_out {
+            ConnectionStatus::SignedOut
+        } else if self.offline {
             ConnectionStatus::Offline
         } else if self.link == (Link::Open { answered: true }) {
             ConnectionStatus::Live
@@ -159,6 +165,7 @@ impl Machine {
         let mut effects = Vec::new();
         // the first subscription, or one after signing out and in again
         if self.link == Link::Down && self.retry_at.is_none() {
+            self.signed_out = false;
             self.started = true;
             effects.extend(self.connect(online));
         }
@@ -185,7 +192,7 @@ impl Machine {
 
     /// Reconnects now if not connected ("retry now", the network is back).
     pub fn retry_now(&mut self, online: bool) -> Vec<Effect> {
-        if self.link != Link::Down {
+        if self.link != Link::Down || self.signed_out {
             return Vec::new();
         }
         let mut effects = vec![Effect::CancelRetry];
@@ -216,6 +223,7 @@ impl Machine {
     /// in next joins from it and misses nothing committed meanwhile.
     pub fn disconnect(&mut self) -> Vec<Effect> {
         self.drop_link();
+        self.signed_out = false;
         self.retry_at = None;
         self.attempt = 0;
         self.failures = 0;
@@ -304,6 +312,9 @@ impl Machine {
         }
         let worked = self.link == (Link::Open { answered: true });
         self.drop_link();
+        if self.signed_out {
+            return Vec::new();
+        }
         if !online {
             self.offline = true;
             return Vec::new();
@@ -388,10 +399,19 @@ impl Machine {
                 }
             }
             protocol::SYSTEM => {
-                if let Ok(message) = serde_json::from_value::<SystemMessage>(frame.payload)
-                    && let Some(Notice::Reset { cursor }) = message.threadline
-                {
-                    effects.extend(self.reset(&frame.topic, cursor));
+                let notice = serde_json::from_value::<SystemMessage>(frame.payload)
+                    .ok()
+                    .and_then(|message| message.threadline);
+                match notice {
+                    // changes may have been missed, or what the channel may
+                    // see changed: refetch
+                    Some(Notice::Reset { cursor } | Notice::RightsChanged { cursor }) => {
+                        effects.extend(self.reset(&frame.topic, cursor));
+                    }
+                    Some(Notice::SignedOut | Notice::SessionExpired | Notice::AccountRemoved) => {
+                        self.signed_out = true;
+                    }
+                    _ => {}
                 }
             }
             protocol::CLOSE => {
@@ -415,12 +435,9 @@ impl Machine {
         match response {
             Ok(response) if frame.payload["status"] == "ok" => {
                 channel.joined = true;
-                channel.cursor = Some(
-                    channel
-                        .cursor
-                        .map_or(response.cursor, |c| c.max(response.cursor)),
-                );
-                self.cursor = self.cursor.max(channel.cursor);
+                let cursor = ChangeCursor::latest(channel.cursor, response.cursor);
+                channel.cursor = Some(cursor);
+                self.cursor = Some(ChangeCursor::latest(self.cursor, cursor));
                 Vec::new()
             }
             _ => vec![Effect::Warn(format!(
@@ -437,11 +454,14 @@ impl Machine {
         let Some(channel) = self.channels.get_mut(topic) else {
             return Vec::new();
         };
-        if channel.cursor.is_some_and(|c| event.cursor <= c) {
+        if channel
+            .cursor
+            .is_some_and(|c| c.stream == event.cursor.stream && event.cursor <= c)
+        {
             return Vec::new();
         }
         channel.cursor = Some(event.cursor);
-        self.cursor = self.cursor.max(Some(event.cursor));
+        self.cursor = Some(ChangeCursor::latest(self.cursor, event.cursor));
         vec![Effect::Deliver(
             topic.to_string(),
             RealtimeEvent::Change(Arc::new(event)),
@@ -454,7 +474,7 @@ impl Machine {
             return Vec::new();
         };
         channel.cursor = Some(cursor);
-        self.cursor = self.cursor.max(Some(cursor));
+        self.cursor = Some(ChangeCursor::latest(self.cursor, cursor));
         vec![Effect::Deliver(topic.to_string(), RealtimeEvent::Reset)]
     }
 
@@ -497,12 +517,9 @@ impl Machine {
                 continue;
             };
             let had_cursor = channel.cursor.is_some();
-            channel.cursor = Some(
-                channel
-                    .cursor
-                    .map_or(result.cursor, |c| c.max(result.cursor)),
-            );
-            self.cursor = self.cursor.max(channel.cursor);
+            let cursor = ChangeCursor::latest(channel.cursor, result.cursor);
+            channel.cursor = Some(cursor);
+            self.cursor = Some(ChangeCursor::latest(self.cursor, cursor));
             if result.reset && had_cursor {
                 effects.push(Effect::Deliver(result.topic.clone(), RealtimeEvent::Reset));
             }
@@ -604,7 +621,7 @@ mod tests {
             .into_iter()
             .find(|f| f.event == protocol::JOIN)
             .expect("joins again");
-        assert_eq!(join.payload["cursor"], "20/1");
+        assert_eq!(join.payload["cursor"], "00000000:20/1");
     }
 
     #[test]
@@ -790,6 +807,40 @@ mod tests {
             vec![Effect::CancelRetry, Effect::Open]
         );
         assert_eq!(machine.status(), ConnectionStatus::Connecting);
+    }
+
+    #[test]
+    fn a_rights_change_refetches_and_the_end_of_the_session_stops_reconnecting() {
+        let (mut machine, topic) = live(Some(ChangeCursor::new(0x10, 0)));
+        let notice = |topic: &str, threadline: serde_json::Value| {
+            Frame::new(
+                topic,
+                protocol::SYSTEM,
+                json!({"status": "ok", "extension": "postgres_changes", "message": "", "threadline": threadline}),
+            )
+            .encode(Vsn::V2)
+        };
+        let effects = machine.received(
+            &notice(
+                &topic,
+                json!({"notice": "rights_changed", "cursor": "20/0"}),
+            ),
+            1.0,
+        );
+        assert!(matches!(
+            delivered(&effects).as_slice(),
+            [RealtimeEvent::Reset]
+        ));
+        machine.received(
+            &notice(protocol::PHOENIX_TOPIC, json!({"notice": "signed_out"})),
+            2.0,
+        );
+        assert!(machine.closed(3.0, true, 0.5).is_empty(), "no retry");
+        assert_eq!(machine.status(), ConnectionStatus::SignedOut);
+        assert!(machine.retry_now(true).is_empty());
+        // signing in again: the next subscription connects
+        let (_, effects) = machine.subscribe(&orders(), true);
+        assert!(effects.contains(&Effect::Open));
     }
 
     #[test]

@@ -102,20 +102,25 @@ impl TableIndex {
         }
     }
 
-    /// Adds the subscriptions `change` may concern to `out` (with repeats).
+    /// Adds the subscriptions `change` may concern to `out` (with repeats):
+    /// by the values of the row before and after, and by who may see either.
     pub fn candidates(&self, change: &Change, out: &mut Vec<SubscriptionId>) {
         for column in self.indexed_columns.keys() {
-            let value = change
-                .field(column)
-                .and_then(|(type_name, value)| canonical_value(type_name, value?));
-            if let Some(ids) = value.and_then(|v| self.by_value.get(&(column.clone(), v))) {
-                out.extend(ids.iter().copied());
+            for row in [change.old.as_ref(), change.new.as_ref()] {
+                let value = change
+                    .field_in(row, column)
+                    .and_then(|(type_name, value)| canonical_value(type_name, value?));
+                if let Some(ids) = value.and_then(|v| self.by_value.get(&(column.clone(), v))) {
+                    out.extend(ids.iter().copied());
+                }
             }
         }
         out.extend(self.everything.iter().copied());
-        for key in &change.audience.keys {
-            if let Some(ids) = self.by_key.get(key) {
-                out.extend(ids.iter().copied());
+        for audience in change.audiences() {
+            for key in &audience.keys {
+                if let Some(ids) = self.by_key.get(key) {
+                    out.extend(ids.iter().copied());
+                }
             }
         }
     }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::change::Change;
+use crate::change::{Change, Visibility};
+use crate::protocol::Notice;
 
 pub type ConnectionId = u64;
 pub type SubscriptionId = u64;
@@ -18,17 +19,31 @@ pub type SubscriptionId = u64;
 pub enum Outbound {
     /// A ready-made message (replies, notices).
     Text(String),
-    /// A change for a channel, with the ids of the bindings it matched.
+    /// A change for a channel.
     Change {
         channel: Arc<Channel>,
-        ids: Vec<u64>,
-        change: Arc<Change>,
+        delivery: Delivery,
+    },
+    /// One of our notices on a channel (a `system` message).
+    Notice {
+        channel: Arc<Channel>,
+        message: &'static str,
+        notice: Notice,
     },
     /// Pull missed changes from the log for a resuming subscription.
     CatchUp {
         subscription: SubscriptionId,
         channel: Arc<Channel>,
     },
+}
+
+/// A change as one subscription gets it: the ids of the bindings it
+/// matched, and how the subscriber may see it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub ids: Vec<u64>,
+    pub visibility: Visibility,
+    pub change: Arc<Change>,
 }
 
 /// A joined Phoenix channel on one connection.
@@ -96,15 +111,33 @@ impl Drop for ConnectionQueue {
     }
 }
 
-/// Raised once when the hub gives up on a connection that fell behind.
+/// Why the hub closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// It fell too far behind: reconnect and resume.
+    TooSlow,
+    /// The session it signed in with ended.
+    SignedOut,
+    /// That session ran out.
+    SessionExpired,
+    /// Its user no longer exists.
+    AccountRemoved,
+}
+
+/// Raised once when the hub gives up on a connection, with the reason.
 #[derive(Default)]
 pub struct CutOff {
     raised: AtomicBool,
+    reason: Mutex<Option<CloseReason>>,
     notify: Notify,
 }
 
 impl CutOff {
-    fn raise(&self) {
+    fn raise(&self, reason: CloseReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
         self.raised.store(true, Ordering::SeqCst);
         self.notify.notify_one();
     }
@@ -113,10 +146,13 @@ impl CutOff {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// Resolves once raised.
-    pub async fn notified(&self) {
-        if !self.is_raised() {
-            self.notify.notified().await
+    /// Resolves with the reason once raised.
+    pub async fn notified(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = *self.reason.lock().unwrap_or_else(|p| p.into_inner()) {
+                return reason;
+            }
+            self.notify.notified().await;
         }
     }
 }
@@ -148,11 +184,13 @@ impl ConnectionHandle {
         true
     }
 
-    pub(super) fn cut_off_as_too_slow(&self) {
-        self.cut_off.raise();
+    /// Gives up on the connection: its task says why and closes it.
+    pub(super) fn close(&self, reason: CloseReason) {
+        self.cut_off.raise(reason);
     }
 
-    pub fn is_too_slow(&self) -> bool {
+    /// Whether the hub gave up on it.
+    pub fn is_closing(&self) -> bool {
         self.cut_off.is_raised()
     }
 
