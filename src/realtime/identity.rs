@@ -27,6 +27,12 @@ fn principal(user: &SessionUser, expires_at: Option<i64>) -> Principal {
     }
 }
 
+/// The first whole second at which the session has ended.
+fn ceil_seconds(at: time::OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+        .saturating_add(i64::from(at.nanosecond() > 0))
+}
+
 fn unavailable(error: AppError) -> AuthError {
     AuthError::Unavailable(error.to_string())
 }
@@ -42,7 +48,7 @@ impl Identity for AppIdentity {
                 .map_err(unavailable)?;
             Ok(session.map(|session| Principal {
                 session: Some(session_key(&session.token_hash)),
-                ..principal(&session.user, Some(session.expires_at.unix_timestamp()))
+                ..principal(&session.user, Some(ceil_seconds(session.expires_at)))
             }))
         })
     }

@@ -80,14 +80,15 @@ impl Rules for AppRules {
             )),
             (ChangeKind::Update, "sessions") => {
                 let new = row.new.as_ref()?;
+                let key = SessionKey(new.get("token_hash")?.to_string());
                 let expires = parse_timestamp(new.get("expires_at")?)?;
-                if expires > i128::from(row.commit_micros) {
-                    return None;
+                if expires <= i128::from(row.commit_micros) {
+                    return Some(RightsChange::SessionEnded(key, SessionEnd::Expired));
                 }
-                Some(RightsChange::SessionEnded(
-                    SessionKey(new.get("token_hash")?.to_string()),
-                    SessionEnd::Expired,
-                ))
+                let seconds = i64::try_from(expires.div_euclid(1_000_000)).ok()?;
+                // a session ending part-way through a second has ended by the next one
+                let seconds = seconds.saturating_add(i64::from(expires.rem_euclid(1_000_000) > 0));
+                Some(RightsChange::SessionEnds(key, seconds))
             }
             _ => None,
         }

@@ -107,6 +107,17 @@ impl LiveServer {
         Client::connect(self.addr, Vsn::V2).await
     }
 
+    /// A connection signed in as `email` by a browser session cookie, and
+    /// the session's token.
+    pub async fn connect_signed_in(&self, email: &str) -> (Client, String) {
+        let user = self.app.user(email).await;
+        let token = threadline::auth::server::create_session(&self.app.pool, user.id, 1)
+            .await
+            .expect("session");
+        let cookie = format!("threadline_session={token}");
+        (Client::connect_with_cookie(self.addr, &cookie).await, token)
+    }
+
     pub async fn token(&self, email: &str) -> String {
         self.app.token(email).await
     }
@@ -129,6 +140,44 @@ impl Client {
             socket,
             vsn,
             next_ref: 1,
+        }
+    }
+
+    /// A connection that sends a `Cookie` header, as a page of the site does.
+    pub async fn connect_with_cookie(addr: SocketAddr, cookie: &str) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{addr}/realtime/v1/websocket?vsn=2.0.0");
+        let mut request = url.into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().expect("cookie header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        Client {
+            socket,
+            vsn: Vsn::V2,
+            next_ref: 1,
+        }
+    }
+
+    /// Reads until the server closes the connection: the `threadline`
+    /// notices it sent on the way (in order) and the close code.
+    pub async fn until_closed(&mut self) -> (Vec<String>, Vec<ChangeEvent>, Option<u16>) {
+        let mut notices = Vec::new();
+        let mut changes = Vec::new();
+        loop {
+            match self.next(WAIT).await {
+                Some(Incoming::Frame(frame)) if frame.event == "postgres_changes" => changes
+                    .push(serde_json::from_value(frame.payload).expect("change payload parses")),
+                Some(Incoming::Frame(frame)) => {
+                    if let Some(notice) = frame.payload["threadline"]["notice"].as_str() {
+                        notices.push(notice.to_string());
+                    }
+                }
+                Some(Incoming::Closed(code)) => return (notices, changes, code),
+                None => panic!("the server did not close the connection"),
+            }
         }
     }
 
@@ -170,6 +219,17 @@ impl Client {
         }
         let msg_ref = self.send_frame(topic, "phx_join", payload).await;
         self.reply_to(&msg_ref).await
+    }
+
+    /// Joins with the connection's session cookie and insists on success.
+    pub async fn subscribe_signed_in(&mut self, topic: &str, bindings: Value) -> Frame {
+        let reply = self.join(topic, None, bindings, None).await;
+        assert_eq!(
+            reply.payload["status"], "ok",
+            "join refused: {}",
+            reply.payload
+        );
+        reply
     }
 
     /// Joins and insists on success.

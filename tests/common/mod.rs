@@ -118,6 +118,24 @@ impl TestApp {
             .await
     }
 
+    /// Calls a server function that takes JSON (`input = Json`) as `email`.
+    pub async fn call_json<S: ServerFn + Serialize>(&self, email: Option<&str>, args: &S) -> Reply {
+        let body = serde_json::to_string(args).expect("arguments encode");
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(S::PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json");
+        if let Some(email) = email {
+            request = request.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token(email).await),
+            );
+        }
+        self.send(request.body(Body::from(body)).expect("request builds"))
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &str) -> Reply {
         let request = Request::builder()
             .method(Method::POST)

@@ -522,6 +522,13 @@ impl Hub {
                     },
                 );
             }
+            RightsChange::SessionEnds(session, at) => {
+                for connection in state.by_session.get(&session).into_iter().flatten() {
+                    if let Some(entry) = state.connections.get(connection) {
+                        entry.handle.push(Outbound::SessionEnds(at));
+                    }
+                }
+            }
             RightsChange::SessionEnded(session, end) => {
                 let reason = match end {
                     SessionEnd::SignedOut => CloseReason::SignedOut,

@@ -77,6 +77,9 @@ pub enum RightsChange {
     UserRemoved(Uuid),
     /// A session ended: connections signed in with it close.
     SessionEnded(SessionKey, SessionEnd),
+    /// A session now ends at this time (Unix seconds): connections signed
+    /// in with it close then.
+    SessionEnds(SessionKey, i64),
 }
 
 /// One row change of a rights table, as decoded.

@@ -166,6 +166,15 @@ async fn serve(
         tokio::select! {
             biased;
             reason = cut_off.notified() => {
+                // what was queued before a change of rights closed the
+                // connection was committed before it: deliver it first
+                if reason != CloseReason::TooSlow {
+                    while let Some(item) = queue.try_recv() {
+                        if Box::pin(write(&mut socket, item, &mut queue, &realtime, vsn)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 let _ = say_goodbye(&mut socket, vsn, reason).await;
                 break;
             }
@@ -173,8 +182,10 @@ async fn serve(
             // only a small future, not the state of every path it might take.
             item = queue.recv() => {
                 let Some(item) = item else { break };
-                if Box::pin(write(&mut socket, item, &mut queue, &realtime, vsn)).await.is_err() {
-                    break;
+                match Box::pin(write(&mut socket, item, &mut queue, &realtime, vsn)).await {
+                    Ok(Some(ends)) => session_expires = Some(ends),
+                    Ok(None) => {}
+                    Err(_) => break,
                 }
             }
             message = socket.recv() => {
@@ -240,7 +251,8 @@ async fn serve(
             _ = sleep_until_unix(session_expires), if session_expires.is_some() => {
                 let renewed = realtime.identity.session(&cookie_headers).await.ok().flatten();
                 match renewed {
-                    Some(principal) if principal.session == session_key && principal.expires_at > session_expires => {
+                    Some(principal) if principal.session == session_key
+                        && principal.expires_at.is_some_and(|at| at > unix_now()) => {
                         session_expires = principal.expires_at;
                     }
                     _ => {
@@ -297,19 +309,26 @@ async fn say_goodbye(
     socket.send(close(code, close_reason)).await
 }
 
-/// Writes one queued item and whatever else is already queued, then flushes.
+/// Writes one queued item and whatever else is already queued, then
+/// flushes; returns when the session now ends, if an item said so.
 async fn write(
     socket: &mut WebSocket,
     first: Outbound,
     queue: &mut ConnectionQueue,
     realtime: &Realtime,
     vsn: Vsn,
-) -> Result<(), axum::Error> {
-    send_item(socket, first, realtime, vsn).await?;
-    while let Some(item) = queue.try_recv() {
-        send_item(socket, item, realtime, vsn).await?;
+) -> Result<Option<i64>, axum::Error> {
+    let mut session_ends = None;
+    let mut item = Some(first);
+    while let Some(next) = item {
+        match next {
+            Outbound::SessionEnds(at) => session_ends = Some(at),
+            other => send_item(socket, other, realtime, vsn).await?,
+        }
+        item = queue.try_recv();
     }
-    socket.flush().await
+    socket.flush().await?;
+    Ok(session_ends)
 }
 
 async fn send_item(
@@ -320,6 +339,7 @@ async fn send_item(
 ) -> Result<(), axum::Error> {
     match item {
         Outbound::Text(text) => sink.feed(Message::Text(text.into())).await,
+        Outbound::SessionEnds(_) => Ok(()),
         Outbound::Change { channel, delivery } => {
             sink.feed(change_message(vsn, &channel, &delivery)).await?;
             record_sent(realtime, delivery.change.commit_micros);

@@ -30,6 +30,9 @@ pub enum Outbound {
         message: &'static str,
         notice: Notice,
     },
+    /// The session the connection signed in with now ends at this time
+    /// (Unix seconds).
+    SessionEnds(i64),
     /// Pull missed changes from the log for a resuming subscription.
     CatchUp {
         subscription: SubscriptionId,
