@@ -47,6 +47,8 @@ export default defineConfig({
       DATABASE_URL: databaseUrl,
       LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
       THREADLINE_DEMO: '1',
+      // every test signs people in from this one address
+      THREADLINE_SIGN_INS_PER_MINUTE: '100000',
       RUST_LOG: 'warn',
     },
   },

@@ -81,3 +81,7 @@ from orders o where o.id = u.order_id
 --    password hash), and no subscriber may listen to these tables.
 alter publication threadline_realtime
     add table users (id, role, factory_id), sessions (token_hash, user_id, expires_at);
+
+-- 3. Sign-in attempts are reserved before the password is checked (and
+--    kept as failures unless it matches), so concurrent guesses count.
+alter table login_failures add column id bigint generated always as identity primary key;

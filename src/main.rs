@@ -91,13 +91,20 @@ async fn serve(settings: Settings) -> Result<(), String> {
         "realtime engine started"
     );
     let addr = settings.server.site_addr;
-    let state = AppState {
-        leptos_options: settings.leptos_options(),
-        pool: db.pool.clone(),
-        settings: Arc::new(settings),
-        auth,
-        realtime: realtime.clone(),
-    };
+    let metrics_addr = settings.server.metrics_addr.trim().to_string();
+    let state = AppState::new(settings, db.pool.clone(), auth, realtime.clone());
+    if !metrics_addr.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {metrics_addr}: {e}"))?;
+        tracing::info!("metrics at http://{metrics_addr}/metrics");
+        let metrics = threadline::server::metrics_app(realtime.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot listen on {addr}: {e} (set LEPTOS_SITE_ADDR to another address)")
     })?;

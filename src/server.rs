@@ -4,6 +4,7 @@
 pub mod database;
 pub mod demo;
 pub mod embedded_postgres;
+pub mod security;
 pub mod settings;
 
 use std::sync::Arc;
@@ -32,9 +33,31 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Arc<crate::auth::server::AuthKeys>,
     pub realtime: Arc<Realtime>,
+    /// Sign-in attempts per client address.
+    pub sign_ins: Arc<security::AddressLimiter>,
+    /// Passwords being hashed at once.
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
+    pub fn new(
+        settings: Settings,
+        pool: PgPool,
+        auth: Arc<crate::auth::server::AuthKeys>,
+        realtime: Arc<Realtime>,
+    ) -> AppState {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        AppState {
+            leptos_options: settings.leptos_options(),
+            sign_ins: security::sign_in_limiter(settings.server.sign_ins_per_minute),
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores.saturating_mul(2))),
+            pool,
+            settings: Arc::new(settings),
+            auth,
+            realtime,
+        }
+    }
+
     /// The state of the request being handled, for server functions.
     pub fn current() -> Result<AppState, AppError> {
         use_context::<AppState>().ok_or_else(|| {
@@ -47,7 +70,11 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context_state = state.clone();
-    let provide_state = move || provide_context(context_state.clone());
+    let provide_state = move || {
+        provide_context(context_state.clone());
+        // a fresh nonce per page for its inline scripts (see `security::page_policy`)
+        leptos::nonce::provide_nonce();
+    };
     let pages = Router::new()
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
@@ -71,11 +98,45 @@ pub fn app(state: AppState) -> Router {
             AppState,
             _,
         >(provide_state, shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::limit_sign_ins,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::same_site_only,
+        ))
+        .layer(axum::middleware::from_fn(security::security_headers))
         .with_state(state)
 }
 
-/// Prometheus metrics of the realtime engine.
-async fn metrics(State(realtime): State<Arc<Realtime>>) -> Response {
+/// A router serving only `GET /metrics`, for `metrics-addr`.
+pub fn metrics_app(realtime: Arc<Realtime>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move { exposition(&realtime) }),
+    )
+}
+
+/// Prometheus metrics of the realtime engine, for whoever holds the
+/// `metrics-token` (or on `metrics-addr`, see `metrics_app`).
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let token = state.settings.server.metrics_token.as_str();
+    if token.is_empty() {
+        return AppError::NotFound(
+            "metrics are served on metrics-addr, or here with a metrics-token".into(),
+        )
+        .into_response();
+    }
+    let given = crate::auth::server::bearer_token(&headers).unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return AppError::Unauthorized("send the metrics token as a bearer token".into())
+            .into_response();
+    }
+    exposition(&state.realtime)
+}
+
+fn exposition(realtime: &Realtime) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -84,6 +145,10 @@ async fn metrics(State(realtime): State<Arc<Realtime>>) -> Response {
         realtime.metrics.render(),
     )
         .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Finds who a page request is from, once, for the app to render with, and

@@ -150,6 +150,8 @@ async fn signing_in_sets_an_http_only_cookie_and_signing_out_ends_the_session(po
         .uri(<Logout as leptos::server_fn::ServerFn>::PATH)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("cookie", &session)
+        .header("host", "localhost:3000")
+        .header("origin", "http://localhost:3000")
         .body(axum::body::Body::empty())
         .unwrap_or_default();
     assert_eq!(app.send(request).await.status, StatusCode::OK);

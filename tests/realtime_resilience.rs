@@ -92,7 +92,7 @@ async fn a_stalled_client_is_cut_off_while_others_get_everything(pool: PgPool) {
         notice.map(|n| n["threadline"]["notice"].clone()),
         Some(json!("slow_consumer"))
     );
-    let metrics = server.app.get("/metrics", None).await.1;
+    let metrics = server.app.metrics().await;
     assert!(
         metrics.contains("threadline_realtime_slow_consumer_closes_total 1"),
         "{metrics}"
@@ -227,7 +227,7 @@ async fn bad_input_gets_error_replies_and_the_connection_stays_healthy(pool: PgP
     set_notes(&pool, order, "still alive").await;
     assert_eq!(notes_of(&client.next_change().await.1), "still alive");
 
-    let metrics = server.app.get("/metrics", None).await.1;
+    let metrics = server.app.metrics().await;
     for kind in [
         "BadJson",
         "InvalidFilter",

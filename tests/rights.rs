@@ -100,7 +100,9 @@ async fn reassigning_an_orders_buyer_moves_its_stages_and_updates_with_it(pool: 
     for email in [BUYER, BUYER2, FACTORY] {
         let token = server.token(email).await;
         let mut client = server.connect().await;
-        client.subscribe("realtime:all", &token, everything(), None).await;
+        client
+            .subscribe("realtime:all", &token, everything(), None)
+            .await;
         clients.push(client);
     }
     let buyer2 = user_id(&pool, BUYER2).await;
@@ -112,15 +114,22 @@ async fn reassigning_an_orders_buyer_moves_its_stages_and_updates_with_it(pool: 
             .expect("count");
     let earlier_updates = usize::try_from(earlier_updates).unwrap_or_default();
     // any writer: a plain UPDATE of the order
-    sql(&pool, &format!("update orders set buyer_id = '{buyer2}' where id = '{order}'")).await;
+    sql(
+        &pool,
+        &format!("update orders set buyer_id = '{buyer2}' where id = '{order}'"),
+    )
+    .await;
     sql(&pool, &format!(
         "update production_stages set progress = 90 where order_id = '{order}' and status = 'in_progress'"
     ))
     .await;
-    sql(&pool, &format!(
-        "insert into order_updates (order_id, author_id, text) \
+    sql(
+        &pool,
+        &format!(
+            "insert into order_updates (order_id, author_id, text) \
          values ('{order}', (select id from users where email = '{FACTORY}'), 'after the move')"
-    ))
+        ),
+    )
     .await;
     let mut seen = Vec::new();
     for (client, email) in clients.iter_mut().zip([BUYER, BUYER2, FACTORY]) {
@@ -145,9 +154,17 @@ async fn reassigning_an_orders_buyer_moves_its_stages_and_updates_with_it(pool: 
     // the old buyer: the order, its six stages and its updates leave, and nothing after
     assert_eq!(kinds(old, "orders"), vec![ChangeKind::Delete]);
     assert_eq!(kinds(old, "production_stages"), vec![ChangeKind::Delete; 6]);
-    assert_eq!(kinds(old, "order_updates"), vec![ChangeKind::Delete; earlier_updates]);
+    assert_eq!(
+        kinds(old, "order_updates"),
+        vec![ChangeKind::Delete; earlier_updates]
+    );
     for event in old {
-        let keys: Vec<&String> = event.data.old_record.iter().flat_map(|r| r.keys()).collect();
+        let keys: Vec<&String> = event
+            .data
+            .old_record
+            .iter()
+            .flat_map(|r| r.keys())
+            .collect();
         assert_eq!(keys, vec!["id"], "a move-out carries only the key");
         assert!(event.data.record.is_none());
     }
@@ -158,9 +175,17 @@ async fn reassigning_an_orders_buyer_moves_its_stages_and_updates_with_it(pool: 
     updates.push(ChangeKind::Insert);
     assert_eq!(kinds(new, "order_updates"), updates);
     let moved_in = 1 + 6 + earlier_updates;
-    for event in new.iter().filter(|e| e.data.kind == ChangeKind::Update).take(moved_in) {
+    for event in new
+        .iter()
+        .filter(|e| e.data.kind == ChangeKind::Update)
+        .take(moved_in)
+    {
         let old_record = event.data.old_record.clone().unwrap_or_default();
-        assert_eq!(old_record.len(), 1, "only the key of what they never saw: {old_record:?}");
+        assert_eq!(
+            old_record.len(),
+            1,
+            "only the key of what they never saw: {old_record:?}"
+        );
         assert_eq!(
             event.data.record.as_ref().and_then(|r| r.get("buyer_id")),
             Some(&json!(buyer2.to_string()))
@@ -168,7 +193,10 @@ async fn reassigning_an_orders_buyer_moves_its_stages_and_updates_with_it(pool: 
     }
     // the factory saw the order before and after: every change, whole
     assert_eq!(kinds(factory, "orders"), vec![ChangeKind::Update]);
-    assert_eq!(kinds(factory, "production_stages"), vec![ChangeKind::Update; 7]);
+    assert_eq!(
+        kinds(factory, "production_stages"),
+        vec![ChangeKind::Update; 7]
+    );
     assert_eq!(kinds(factory, "order_updates"), updates);
     assert!(factory.iter().all(|e| e.data.kind != ChangeKind::Update
         || e.data.old_record.as_ref().is_some_and(|r| r.len() > 1)));
@@ -199,10 +227,20 @@ async fn reassigning_an_order_to_another_factory_is_a_delete_for_the_old_one(poo
     let mut new_factory = server.connect().await;
     let mut buyer = server.connect().await;
     old_factory
-        .subscribe("realtime:o", &server.token(FACTORY).await, orders(None), None)
+        .subscribe(
+            "realtime:o",
+            &server.token(FACTORY).await,
+            orders(None),
+            None,
+        )
         .await;
     new_factory
-        .subscribe("realtime:o", &server.token(FACTORY2).await, orders(None), None)
+        .subscribe(
+            "realtime:o",
+            &server.token(FACTORY2).await,
+            orders(None),
+            None,
+        )
         .await;
     buyer
         .subscribe("realtime:o", &server.token(BUYER).await, orders(None), None)
@@ -224,16 +262,34 @@ async fn reassigning_an_order_to_another_factory_is_a_delete_for_the_old_one(poo
         moved_in.data.old_record,
         json!({"id": order.to_string()}).as_object().cloned()
     );
-    assert_eq!(moved_in.data.record.as_ref().map(|r| r["notes"].clone()), Some(json!("moved to Porto")));
+    assert_eq!(
+        moved_in.data.record.as_ref().map(|r| r["notes"].clone()),
+        Some(json!("moved to Porto"))
+    );
     let (_, whole) = buyer.next_change().await;
     assert_eq!(whole.data.kind, ChangeKind::Update);
-    assert_eq!(whole.data.old_record.as_ref().map(|r| r["notes"].clone()), Some(json!("Demo order")));
+    assert_eq!(
+        whole.data.old_record.as_ref().map(|r| r["notes"].clone()),
+        Some(json!("Demo order"))
+    );
 
     // from now on only the new factory hears of it
-    sql(&pool, &format!("update orders set notes = 'later' where id = '{order}'")).await;
+    sql(
+        &pool,
+        &format!("update orders set notes = 'later' where id = '{order}'"),
+    )
+    .await;
     let (_, later) = new_factory.next_change().await;
-    assert_eq!(later.data.record.as_ref().map(|r| r["notes"].clone()), Some(json!("later")));
-    assert!(old_factory.drain_changes(Duration::from_millis(300)).await.is_empty());
+    assert_eq!(
+        later.data.record.as_ref().map(|r| r["notes"].clone()),
+        Some(json!("later"))
+    );
+    assert!(
+        old_factory
+            .drain_changes(Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
     for client in [old_factory, new_factory, buyer] {
         client.close().await;
     }
@@ -263,11 +319,13 @@ async fn an_order_update_written_while_the_order_moves_follows_its_new_owners(po
         let poster = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                sqlx::query("insert into order_updates (order_id, author_id, text) values ($1, $2, 'race')")
-                    .bind(order)
-                    .bind(author)
-                    .execute(&pool)
-                    .await
+                sqlx::query(
+                    "insert into order_updates (order_id, author_id, text) values ($1, $2, 'race')",
+                )
+                .bind(order)
+                .bind(author)
+                .execute(&pool)
+                .await
             })
         };
         assert!(matches!(mover.await, Ok(Ok(_))));
@@ -306,13 +364,16 @@ async fn a_sign_out_closes_the_connection_at_that_very_commit(pool: PgPool) {
     // before, the sign-out itself (any writer deleting the session), after:
     // all in one transaction, so only the commit order separates them
     let hash = format!("{:x}", sha256(&session));
-    sql(&pool, &format!(
-        "begin; \
+    sql(
+        &pool,
+        &format!(
+            "begin; \
          update orders set notes = 'before' where id = '{order}'; \
          delete from sessions where token_hash = '\\x{hash}'; \
          update orders set notes = 'after' where id = '{order}'; \
          commit;"
-    ))
+        ),
+    )
     .await;
     let started = Instant::now();
     let (notices, changes, code) = client.until_closed().await;
@@ -325,7 +386,8 @@ async fn a_sign_out_closes_the_connection_at_that_very_commit(pool: PgPool) {
     assert_eq!(notices, vec!["signed_out"]);
     assert_eq!(code, Some(4003));
     // and the cookie no longer opens anything
-    let mut again = Client::connect_with_cookie(server.addr, &format!("threadline_session={session}")).await;
+    let mut again =
+        Client::connect_with_cookie(server.addr, &format!("threadline_session={session}")).await;
     let reply = again.join("realtime:o", None, orders(None), None).await;
     assert_eq!(reply.payload["status"], "error");
     server.finish().await;
@@ -372,11 +434,15 @@ async fn a_session_that_simply_runs_out_closes_within_two_seconds(pool: PgPool) 
     .fetch_one(&pool)
     .await
     .expect("session");
-    let mut client = Client::connect_with_cookie(server.addr, &format!("threadline_session={token}")).await;
+    let mut client =
+        Client::connect_with_cookie(server.addr, &format!("threadline_session={token}")).await;
     client.subscribe_signed_in("realtime:o", orders(None)).await;
     let (notices, _, code) = client.until_closed().await;
     let late = time::OffsetDateTime::now_utc() - ends_at;
-    assert!(late < time::Duration::seconds(2), "closed {late} after the end");
+    assert!(
+        late < time::Duration::seconds(2),
+        "closed {late} after the end"
+    );
     assert_eq!(notices, vec!["session_expired"]);
     assert_eq!(code, Some(4003));
 
@@ -393,8 +459,14 @@ async fn a_session_that_simply_runs_out_closes_within_two_seconds(pool: PgPool) 
     let (notices, _, code) = client.until_closed().await;
     let early = ends_at - time::OffsetDateTime::now_utc();
     let late = time::OffsetDateTime::now_utc() - ends_at;
-    assert!(early < time::Duration::milliseconds(100), "closed {early} before the end");
-    assert!(late < time::Duration::seconds(2), "closed {late} after the end");
+    assert!(
+        early < time::Duration::milliseconds(100),
+        "closed {early} before the end"
+    );
+    assert!(
+        late < time::Duration::seconds(2),
+        "closed {late} after the end"
+    );
     assert_eq!(notices, vec!["session_expired"]);
     assert_eq!(code, Some(4003));
     server.finish().await;
@@ -407,15 +479,23 @@ async fn a_removed_user_is_closed_and_their_token_refused(pool: PgPool) {
                 select 'temp@sleek.test', 'Temp', 'buyer', password_hash from users where email = 'buyer@sleek.test'").await;
     let token = server.token("temp@sleek.test").await;
     let mut client = server.connect().await;
-    client.subscribe("realtime:o", &token, orders(None), None).await;
+    client
+        .subscribe("realtime:o", &token, orders(None), None)
+        .await;
     sql(&pool, "delete from users where email = 'temp@sleek.test'").await;
     let (notices, _, code) = client.until_closed().await;
     assert_eq!(notices, vec!["account_removed"]);
     assert_eq!(code, Some(4003));
     let mut again = server.connect().await;
-    let reply = again.join("realtime:o", Some(&token), orders(None), None).await;
+    let reply = again
+        .join("realtime:o", Some(&token), orders(None), None)
+        .await;
     assert_eq!(reply.payload["status"], "error");
-    assert!(reply.payload["response"]["reason"].as_str().is_some_and(|r| r.contains("no longer exists")));
+    assert!(
+        reply.payload["response"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no longer exists"))
+    );
     // over HTTP too: the same lookup
     let reply = server
         .app
@@ -443,9 +523,15 @@ async fn a_token_of_a_user_who_never_existed_is_refused(pool: PgPool) {
         role: threadline::model::Role::Admin,
         factory_id: None,
     };
-    let (token, _) = server.app.state.auth.issue(&ghost, Duration::from_secs(300));
+    let (token, _) = server
+        .app
+        .state
+        .auth
+        .issue(&ghost, Duration::from_secs(300));
     let mut client = server.connect().await;
-    let reply = client.join("realtime:o", Some(&token), orders(None), None).await;
+    let reply = client
+        .join("realtime:o", Some(&token), orders(None), None)
+        .await;
     assert_eq!(reply.payload["status"], "error");
     server.finish().await;
 }
@@ -455,20 +541,27 @@ async fn moving_staff_to_another_factory_narrows_their_open_channels_at_that_com
     let server = LiveServer::start(pool.clone()).await;
     let token = server.token(FACTORY).await;
     let mut client = server.connect().await;
-    client.subscribe("realtime:o", &token, orders(None), None).await;
+    client
+        .subscribe("realtime:o", &token, orders(None), None)
+        .await;
     let (mut cookie_client, _) = server.connect_signed_in(FACTORY).await;
-    cookie_client.subscribe_signed_in("realtime:o", orders(None)).await;
+    cookie_client
+        .subscribe_signed_in("realtime:o", orders(None))
+        .await;
     let dhaka_order = order_id(&pool, "Linen camp shirt").await;
     let porto_order = order_id(&pool, "Canvas tote bag").await;
     let porto = factory_id(&pool, "Porto Stitch Works").await;
-    sql(&pool, &format!(
-        "begin; \
+    sql(
+        &pool,
+        &format!(
+            "begin; \
          update orders set notes = 'dhaka before' where id = '{dhaka_order}'; \
          update users set factory_id = '{porto}' where email = '{FACTORY}'; \
          update orders set notes = 'dhaka after' where id = '{dhaka_order}'; \
          update orders set notes = 'porto after' where id = '{porto_order}'; \
          commit;"
-    ))
+        ),
+    )
     .await;
     for client in [&mut client, &mut cookie_client] {
         let mut notes = Vec::new();
@@ -480,7 +573,13 @@ async fn moving_staff_to_another_factory_narrows_their_open_channels_at_that_com
             }
             if frame.event == "postgres_changes" {
                 let event: ChangeEvent = serde_json::from_value(frame.payload).expect("change");
-                notes.push(event.data.record.map(|r| r["notes"].clone()).unwrap_or_default());
+                notes.push(
+                    event
+                        .data
+                        .record
+                        .map(|r| r["notes"].clone())
+                        .unwrap_or_default(),
+                );
             }
         }
         assert!(refetch, "told to refetch under the new rights");
@@ -489,11 +588,22 @@ async fn moving_staff_to_another_factory_narrows_their_open_channels_at_that_com
     // a refreshed token follows the database too
     let refreshed = server.token(FACTORY).await;
     client
-        .send_frame("realtime:o", "access_token", json!({"access_token": refreshed}))
+        .send_frame(
+            "realtime:o",
+            "access_token",
+            json!({"access_token": refreshed}),
+        )
         .await;
-    sql(&pool, &format!("update orders set notes = 'porto again' where id = '{porto_order}'")).await;
+    sql(
+        &pool,
+        &format!("update orders set notes = 'porto again' where id = '{porto_order}'"),
+    )
+    .await;
     let (_, event) = client.next_change().await;
-    assert_eq!(event.data.record.map(|r| r["notes"].clone()), Some(json!("porto again")));
+    assert_eq!(
+        event.data.record.map(|r| r["notes"].clone()),
+        Some(json!("porto again"))
+    );
     server.finish().await;
 }
 
@@ -506,11 +616,26 @@ async fn the_polling_fallback_follows_the_same_rights(pool: PgPool) {
     let start = server.realtime.head();
     let order = order_id(&pool, "Linen camp shirt").await;
     let buyer2 = user_id(&pool, BUYER2).await;
-    sql(&pool, &format!("update orders set buyer_id = '{buyer2}' where id = '{order}'")).await;
-    sql(&pool, &format!("update orders set notes = 'for the new buyer' where id = '{order}'")).await;
+    sql(
+        &pool,
+        &format!("update orders set buyer_id = '{buyer2}' where id = '{order}'"),
+    )
+    .await;
+    sql(
+        &pool,
+        &format!("update orders set notes = 'for the new buyer' where id = '{order}'"),
+    )
+    .await;
     // wait until both are in the hub
     let mut watcher = server.connect().await;
-    watcher.subscribe("realtime:w", &server.token(BUYER2).await, orders(None), Some(start)).await;
+    watcher
+        .subscribe(
+            "realtime:w",
+            &server.token(BUYER2).await,
+            orders(None),
+            Some(start),
+        )
+        .await;
     watcher.next_change().await;
     watcher.next_change().await;
     let poll = |email: &'static str| {
@@ -548,7 +673,10 @@ async fn the_polling_fallback_follows_the_same_rights(pool: PgPool) {
     assert_eq!(poll(BUYER).await, vec![(ChangeKind::Delete, Some(1))]);
     assert_eq!(
         poll(BUYER2).await,
-        vec![(ChangeKind::Update, Some(1)), (ChangeKind::Update, Some(orders_columns(&pool).await))]
+        vec![
+            (ChangeKind::Update, Some(1)),
+            (ChangeKind::Update, Some(orders_columns(&pool).await))
+        ]
     );
     server.finish().await;
 }
@@ -569,16 +697,31 @@ async fn nobody_may_listen_to_the_rights_tables(pool: PgPool) {
     let token = server.token("admin@sleek.test").await;
     let mut client = server.connect().await;
     for table in ["users", "sessions"] {
-        let reply = client.join("realtime:x", Some(&token), binding("*", table, None), None).await;
+        let reply = client
+            .join("realtime:x", Some(&token), binding("*", table, None), None)
+            .await;
         assert_eq!(reply.payload["status"], "error", "{table}");
     }
     // an admin listening to every table never gets a users or sessions row
     client
-        .subscribe("realtime:all", &token, json!([{"event": "*", "schema": "public"}]), None)
+        .subscribe(
+            "realtime:all",
+            &token,
+            json!([{"event": "*", "schema": "public"}]),
+            None,
+        )
         .await;
-    sql(&pool, "update users set name = 'Renamed' where email = 'buyer@sleek.test'").await;
+    sql(
+        &pool,
+        "update users set name = 'Renamed' where email = 'buyer@sleek.test'",
+    )
+    .await;
     let until = barrier(&pool, "admin@sleek.test").await;
     let events = changes_until(&mut client, until).await;
-    assert!(events.iter().all(|e| e.data.table != "users" && e.data.table != "sessions"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.data.table != "users" && e.data.table != "sessions")
+    );
     server.finish().await;
 }

@@ -2,6 +2,8 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
 const root = path.resolve(__dirname, '..', '..');
+/** The metrics token private servers start with. */
+const METRICS_TOKEN = 'end2end-metrics';
 const databaseUrl = process.env.E2E_DATABASE_URL ?? '';
 
 /** Runs SQL as an outside writer, the way an operator would with psql. */
@@ -37,6 +39,8 @@ export class PrivateServer {
         DATABASE_URL: databaseUrl,
         LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
         THREADLINE_REALTIME_SLOT: this.slot,
+        THREADLINE_METRICS_TOKEN: METRICS_TOKEN,
+        THREADLINE_SIGN_INS_PER_MINUTE: '100000',
         RUST_LOG: 'warn',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
@@ -54,7 +58,7 @@ export class PrivateServer {
 
   /** A value from the server's /metrics, by name (without the `threadline_realtime_` prefix). */
   async metric(name: string): Promise<number> {
-    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const text = await (await fetch(`${this.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
     const line = text.split('\n').find((l) => l.startsWith(`threadline_realtime_${name} `));
     return Number(line?.split(' ')[1] ?? NaN);
   }

@@ -7,7 +7,7 @@ use crate::model::SessionUser;
 pub async fn login(email: String, password: String) -> Result<SessionUser, AppError> {
     use super::server;
     let state = crate::server::AppState::current()?;
-    let user = server::authenticate(&state.pool, &email, &password).await?;
+    let user = server::authenticate(&state, &email, &password).await?;
     let token =
         server::create_session(&state.pool, user.id, state.settings.server.session_days).await?;
     server::set_session_cookie(&token, &state.settings.server);

@@ -56,29 +56,24 @@ async fn verify_password(password: String, hash: String) -> bool {
 
 /// Checks an email and password, counting failures per account: after
 /// `MAX_FAILURES` in `FAILURE_WINDOW_MINUTES` the account refuses sign-ins
-/// until the window passes, whatever the password.
+/// until the window passes, whatever the password. Each attempt is counted
+/// before its password is checked (one at a time per account), so the
+/// limit holds however many guesses arrive at once; and only so many
+/// passwords are hashed at a time, so guesses cannot take all the CPU.
 pub async fn authenticate(
-    pool: &PgPool,
+    state: &AppState,
     email: &str,
     password: &str,
 ) -> Result<SessionUser, AppError> {
+    let pool = &state.pool;
     let email = email.trim().to_lowercase();
     if email.is_empty() || password.is_empty() {
         return Err(AppError::invalid("enter your email and password"));
     }
-    let recent_failures: i64 = sqlx::query_scalar(
-        "select count(*) from login_failures \
-         where email = $1 and failed_at > now() - make_interval(mins => $2)",
-    )
-    .bind(&email)
-    .bind(FAILURE_WINDOW_MINUTES as i32)
-    .fetch_one(pool)
-    .await?;
-    if recent_failures >= MAX_FAILURES {
-        return Err(AppError::RateLimited(format!(
-            "too many failed sign-ins for this account; try again in {FAILURE_WINDOW_MINUTES} minutes"
-        )));
+    if email.chars().count() > 320 || password.len() > 1024 {
+        return Err(AppError::Unauthorized("wrong email or password".into()));
     }
+    let attempt = reserve_attempt(pool, &email).await?;
     let row: Option<(Uuid, String)> =
         sqlx::query_as("select id, password_hash from users where email = $1")
             .bind(&email)
@@ -86,23 +81,59 @@ pub async fn authenticate(
             .await?;
     // Unknown emails cost the same hash check, so timing does not reveal accounts.
     let (user_id, hash) = row.unwrap_or((Uuid::nil(), DUMMY_HASH.to_string()));
-    if !verify_password(password.to_string(), hash).await || user_id.is_nil() {
+    let permit = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state.hashing.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| AppError::RateLimited("the server is busy signing people in; try again".into()))?
+    .map_err(|_| AppError::Internal)?;
+    let verified = verify_password(password.to_string(), hash).await;
+    drop(permit);
+    if !verified || user_id.is_nil() {
+        // the reserved attempt stays, as a failure
         sqlx::query("delete from login_failures where failed_at < now() - interval '1 day'")
-            .execute(pool)
-            .await?;
-        sqlx::query("insert into login_failures (email) values ($1)")
-            .bind(&email)
             .execute(pool)
             .await?;
         return Err(AppError::Unauthorized("wrong email or password".into()));
     }
-    sqlx::query("delete from login_failures where email = $1")
+    sqlx::query("delete from login_failures where email = $1 or id = $2")
         .bind(&email)
+        .bind(attempt)
         .execute(pool)
         .await?;
     user_by_id(pool, user_id)
         .await?
         .ok_or_else(|| AppError::Unauthorized("wrong email or password".into()))
+}
+
+/// Counts an attempt for `email` (as a failure until it succeeds), one
+/// account at a time, or refuses it when the account has had too many.
+async fn reserve_attempt(pool: &PgPool, email: &str) -> Result<i64, AppError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('sign-in:' || $1, 0))")
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
+    let recent: i64 = sqlx::query_scalar(
+        "select count(*) from login_failures \
+         where email = $1 and failed_at > now() - make_interval(mins => $2)",
+    )
+    .bind(email)
+    .bind(FAILURE_WINDOW_MINUTES as i32)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recent >= MAX_FAILURES {
+        return Err(AppError::RateLimited(format!(
+            "too many failed sign-ins for this account; try again in {FAILURE_WINDOW_MINUTES} minutes"
+        )));
+    }
+    let id = sqlx::query_scalar("insert into login_failures (email) values ($1) returning id")
+        .bind(email)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// An argon2 hash of a random string, checked against when the email is unknown.
@@ -139,26 +170,29 @@ pub async fn create_session(pool: &PgPool, user_id: Uuid, days: i64) -> Result<S
 }
 
 pub fn set_session_cookie(token: &str, settings: &ServerSettings) {
-    let max_age = settings.session_days * 24 * 3600;
+    let max_age = settings.session_days.saturating_mul(24 * 3600);
     set_cookie(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
-        if settings.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        }
+        secure_attribute(settings)
     ));
 }
 
 pub fn clear_session_cookie(settings: &ServerSettings) {
     set_cookie(&format!(
         "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if settings.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        }
+        secure_attribute(settings)
     ));
+}
+
+/// Cookies are `Secure` whenever the site is served over HTTPS.
+fn secure_attribute(settings: &ServerSettings) -> &'static str {
+    let https = request_headers()
+        .is_some_and(|headers| crate::server::security::over_https(&headers, settings));
+    if settings.secure_cookies || https {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 fn set_cookie(value: &str) {
@@ -453,7 +487,7 @@ pub async fn issue_token(
             rejection.body_text()
         ))
     })?;
-    let user = authenticate(&state.pool, &request.email, &request.password).await?;
+    let user = authenticate(&state, &request.email, &request.password).await?;
     let (access_token, expires_in) = state.auth.issue(
         &user,
         std::time::Duration::from_secs(state.settings.server.token_minutes.max(1) as u64 * 60),

@@ -28,6 +28,20 @@ pub struct ServerSettings {
     pub session_days: i64,
     pub token_minutes: i64,
     pub secure_cookies: bool,
+    /// The site's origin as browsers see it (`https://portal.example.com`),
+    /// when it is served behind a proxy; empty: the request's own `Host`.
+    pub public_origin: String,
+    /// Trust `X-Forwarded-Proto` and `X-Forwarded-For` (set it only behind
+    /// a proxy you run, which sets them).
+    pub trust_proxy_headers: bool,
+    /// Bearer token that `GET /metrics` on the site requires; empty: the
+    /// site does not serve metrics (see `metrics_addr`).
+    pub metrics_token: String,
+    /// A separate listen address for `GET /metrics` (no token needed there);
+    /// empty: none.
+    pub metrics_addr: String,
+    /// Sign-in attempts one client address may make per minute.
+    pub sign_ins_per_minute: u32,
     /// Only from the environment: the external database, if any.
     #[serde(skip)]
     pub database_url: Option<String>,
@@ -48,6 +62,11 @@ impl Default for ServerSettings {
             session_days: 14,
             token_minutes: 60,
             secure_cookies: false,
+            public_origin: String::new(),
+            trust_proxy_headers: false,
+            metrics_token: String::new(),
+            metrics_addr: String::new(),
+            sign_ins_per_minute: 30,
             database_url: None,
             demo: false,
         }
@@ -115,6 +134,19 @@ impl Settings {
         override_from(&var, "THREADLINE_SESSION_DAYS", &mut s.session_days)?;
         override_from(&var, "THREADLINE_TOKEN_MINUTES", &mut s.token_minutes)?;
         override_from(&var, "THREADLINE_SECURE_COOKIES", &mut s.secure_cookies)?;
+        override_from(&var, "THREADLINE_PUBLIC_ORIGIN", &mut s.public_origin)?;
+        override_from(
+            &var,
+            "THREADLINE_TRUST_PROXY_HEADERS",
+            &mut s.trust_proxy_headers,
+        )?;
+        override_from(&var, "THREADLINE_METRICS_TOKEN", &mut s.metrics_token)?;
+        override_from(&var, "THREADLINE_METRICS_ADDR", &mut s.metrics_addr)?;
+        override_from(
+            &var,
+            "THREADLINE_SIGN_INS_PER_MINUTE",
+            &mut s.sign_ins_per_minute,
+        )?;
         let r = &mut self.realtime;
         override_from(
             &var,
@@ -140,6 +172,42 @@ impl Settings {
             "THREADLINE_STALE_SLOT_MAX_LAG_MB",
             &mut r.stale_slot_max_lag_mb,
         )?;
+        for (name, target) in [
+            (
+                "THREADLINE_MAX_BINDINGS_PER_CHANNEL",
+                &mut r.max_bindings_per_channel,
+            ),
+            (
+                "THREADLINE_MAX_CONNECTIONS_PER_USER",
+                &mut r.max_connections_per_user,
+            ),
+            (
+                "THREADLINE_MAX_CONNECTIONS_PER_ADDRESS",
+                &mut r.max_connections_per_address,
+            ),
+            (
+                "THREADLINE_MAX_CHANNELS_PER_USER",
+                &mut r.max_channels_per_user,
+            ),
+            (
+                "THREADLINE_MAX_BINDINGS_PER_USER",
+                &mut r.max_bindings_per_user,
+            ),
+        ] {
+            override_from(&var, name, target)?;
+        }
+        override_from(
+            &var,
+            "THREADLINE_MESSAGES_PER_SECOND",
+            &mut r.messages_per_second,
+        )?;
+        override_from(&var, "THREADLINE_JOINS_PER_SECOND", &mut r.joins_per_second)?;
+        override_from(
+            &var,
+            "THREADLINE_PING_INTERVAL_SECS",
+            &mut r.ping_interval_secs,
+        )?;
+        r.trust_forwarded_for = self.server.trust_proxy_headers;
         let s = &mut self.server;
         s.database_url = var("DATABASE_URL").filter(|url| !url.trim().is_empty());
         if let Some(value) = var("THREADLINE_DEMO") {

@@ -34,6 +34,9 @@ pub fn ports(pool: &PgPool, auth: &Arc<AuthKeys>) -> Ports {
     }
 }
 
+/// The metrics token of test servers.
+pub const METRICS_TOKEN: &str = "test-metrics-token";
+
 pub struct TestApp {
     pub router: Router,
     pub state: AppState,
@@ -64,23 +67,27 @@ impl TestApp {
     }
 
     pub async fn without_seed(pool: PgPool) -> TestApp {
-        let settings = Settings::default();
+        let mut settings = Settings::default();
+        settings.server.metrics_token = METRICS_TOKEN.into();
         let auth = Arc::new(AuthKeys::load(&pool).await.expect("signing key"));
         let realtime =
             Realtime::without_capture(&pool, settings.realtime.clone(), ports(&pool, &auth))
                 .await
                 .expect("realtime catalog loads");
-        let state = AppState {
-            leptos_options: settings.leptos_options(),
-            pool: pool.clone(),
-            auth,
-            settings: Arc::new(settings),
-            realtime,
-        };
+        let state = AppState::new(settings, pool.clone(), auth, realtime);
         TestApp {
             router: app(state.clone()),
             state,
             pool,
+        }
+    }
+
+    /// Another app on the same database and state.
+    pub async fn new_unseeded_like(other: &TestApp) -> TestApp {
+        TestApp {
+            router: app(other.state.clone()),
+            state: other.state.clone(),
+            pool: other.pool.clone(),
         }
     }
 
@@ -144,6 +151,25 @@ impl TestApp {
             .body(Body::from(body.to_string()))
             .expect("request builds");
         self.send(request).await
+    }
+
+    /// The server's Prometheus metrics.
+    pub async fn metrics(&self) -> String {
+        let request = Request::builder()
+            .uri("/metrics")
+            .header(header::AUTHORIZATION, format!("Bearer {METRICS_TOKEN}"))
+            .body(Body::empty())
+            .expect("request builds");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> (StatusCode, String) {

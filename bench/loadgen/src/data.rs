@@ -19,6 +19,9 @@ pub const USERS: [&str; 5] = [
 ];
 
 /// One HTTP/1.1 request, closed after the answer: (status, body).
+/// The metrics token the generator starts its server with.
+pub const METRICS_TOKEN: &str = "loadgen-metrics";
+
 pub async fn http(
     base: &str,
     method: &str,
@@ -31,7 +34,7 @@ pub async fn http(
         .map_err(|e| e.to_string())?;
     let body = json.unwrap_or("");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAuthorization: Bearer {METRICS_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -29,6 +29,14 @@ impl Server {
             .env("THREADLINE_RETENTION_CHANGES", "250000")
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
+            .env("THREADLINE_METRICS_TOKEN", crate::data::METRICS_TOKEN)
+            // one generator on one address speaks for a few users with
+            // thousands of sockets: lift the per-user and per-address caps
+            .env("THREADLINE_MAX_CONNECTIONS_PER_USER", "1000000")
+            .env("THREADLINE_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
+            .env("THREADLINE_MAX_CHANNELS_PER_USER", "1000000")
+            .env("THREADLINE_MAX_BINDINGS_PER_USER", "1000000")
+            .env("THREADLINE_SIGN_INS_PER_MINUTE", "100000")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

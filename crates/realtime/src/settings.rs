@@ -34,8 +34,9 @@ pub struct RealtimeSettings {
     /// How often the server pings each socket (a browser answers without
     /// running JavaScript, so throttled background tabs stay connected).
     pub ping_interval_secs: u64,
-    /// Take the client address from the last `X-Forwarded-For` entry (set
-    /// it only behind a proxy you run, which sets that header).
+    /// Take the client address from the last `X-Forwarded-For` entry (only
+    /// behind a proxy you run, which sets that header; the app decides).
+    #[serde(skip)]
     pub trust_forwarded_for: bool,
     /// Replication slot of this server; empty: `threadline_<database>`.
     /// Each app server on one database needs its own.
@@ -55,7 +56,7 @@ impl Default for RealtimeSettings {
             max_frame_bytes: 64 * 1024,
             max_channels: 100,
             max_bindings_per_channel: 100,
-            max_connections_per_user: 16,
+            max_connections_per_user: 32,
             max_connections_per_address: 200,
             max_channels_per_user: 200,
             max_bindings_per_user: 500,

@@ -206,7 +206,7 @@ async fn serve(
                         realtime.metrics.error(kind);
                         let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system", &text, None);
                         let _ = socket.send(Message::Text(notice.into())).await;
-                        let _ = socket.send(close(CLOSE_TOO_BIG, "message too big or malformed")).await;
+                        close_gracefully(&mut socket, CLOSE_TOO_BIG, "message too big or malformed").await;
                         break;
                     }
                     None => break,
@@ -230,7 +230,7 @@ async fn serve(
                                 let _ = socket.feed(Message::Text(text.into())).await;
                             }
                         }
-                        let _ = socket.send(close(code, reason)).await;
+                        close_gracefully(&mut socket, code, reason).await;
                         break;
                     }
                 }
@@ -243,7 +243,7 @@ async fn serve(
             _ = tokio::time::sleep_until(heard_at + heartbeat) => {
                 let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system", "no heartbeat received; closing", None);
                 let _ = socket.send(Message::Text(notice.into())).await;
-                let _ = socket.send(close(protocol::CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")).await;
+                close_gracefully(&mut socket, protocol::CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout").await;
                 break;
             }
             _ = sleep_until_unix(expiry), if expiry.is_some() => session.expire(unix_now()),
@@ -306,7 +306,25 @@ async fn say_goodbye(
         Some(notice),
     );
     socket.send(Message::Text(notice.into())).await?;
-    socket.send(close(code, close_reason)).await
+    close_gracefully(socket, code, close_reason).await;
+    Ok(())
+}
+
+/// Sends a close frame and waits (briefly) for the client's, discarding
+/// what it still sends: closing with unread data would reset the TCP
+/// connection and could lose the close frame and the notice before it.
+async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &str) {
+    if socket.send(close(code, reason)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes one queued item and whatever else is already queued, then
