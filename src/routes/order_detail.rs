@@ -52,6 +52,9 @@ struct OrderMutations {
     /// A stage moving to a status.
     advance: Optimistic<(Uuid, StageStatus)>,
     detail: Resource<Result<OrderDetail, crate::error::AppError>>,
+    /// The order left this person's view while the page was open (it moved
+    /// to another buyer or factory, or was deleted).
+    gone: RwSignal<bool>,
 }
 
 #[component]
@@ -60,9 +63,15 @@ fn OrderView(id: Uuid) -> impl IntoView {
     let advance: Optimistic<(Uuid, StageStatus)> = Optimistic::new();
     let assign = ServerAction::<AssignFactory>::new();
     let progress = ServerAction::<SetStageProgress>::new();
+    let gone = RwSignal::new(false);
     let order_live = use_realtime(
         Listen::table(Table::Orders).filter(format!("id=eq.{id}")),
-        move |event| status.confirm_from(event),
+        move |event| {
+            status.confirm_from(event);
+            if event.is_delete() {
+                gone.set(true);
+            }
+        },
     );
     let stages_live = use_realtime(
         Listen::table(Table::ProductionStages).filter(format!("order_id=eq.{id}")),
@@ -83,6 +92,7 @@ fn OrderView(id: Uuid) -> impl IntoView {
         status,
         advance,
         detail,
+        gone,
     };
     // whatever the refetched data shows is confirmed
     status.settle_from(detail, |detail| {
@@ -113,7 +123,7 @@ fn OrderBody(
     assign: ServerAction<AssignFactory>,
     progress: ServerAction<SetStageProgress>,
 ) -> impl IntoView {
-    let detail = expect_context::<OrderMutations>().detail;
+    let OrderMutations { detail, gone, .. } = expect_context::<OrderMutations>();
     // only whether the order can be shown at all replaces the whole page
     let outcome = Memo::new(move |_| {
         detail
@@ -123,6 +133,16 @@ fn OrderBody(
     let order = Memo::new(move |_| detail.get().and_then(Result::ok).map(|d| d.order));
     move || {
         outcome.get().map(|outcome| match outcome {
+            Err(_) if gone.get_untracked() => view! {
+                <section class="card narrow" data-testid="order-gone">
+                    <h1>"Order no longer visible"</h1>
+                    <p class="notice" role="alert">
+                        "This order was moved to another buyer or factory, or removed: it is no longer visible to you."
+                    </p>
+                    <A href="/orders">"Back to orders"</A>
+                </section>
+            }
+            .into_any(),
             Err(e) => view! {
                 <section class="card narrow">
                     <h1>"Order unavailable"</h1>

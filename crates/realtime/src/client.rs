@@ -95,6 +95,12 @@ pub enum RealtimeEvent {
 }
 
 impl RealtimeEvent {
+    /// Whether the row left the subscription: deleted, or moved to owners
+    /// the subscriber may not see.
+    pub fn is_delete(&self) -> bool {
+        matches!(self, RealtimeEvent::Change(event) if event.data.kind == crate::protocol::ChangeKind::Delete)
+    }
+
     /// The `client_mutation_id` of the changed row, if any: how an
     /// optimistic update recognizes its own confirmation.
     pub fn mutation_id(&self) -> Option<uuid::Uuid> {
