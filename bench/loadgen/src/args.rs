@@ -1,5 +1,5 @@
 pub const USAGE: &str =
-    "usage: threadline-loadgen --scenario <latency|fanout|capture|idle|resume> --database-url <url>
+    "usage: threadline-loadgen --scenario <latency|fanout|capture|idle|resume|abuse> --database-url <url>
   [--server <path>]      server binary to start (default target/release/threadline)
   [--url <http://…>]     target a running server instead (no CPU/RSS figures)
   [--port <n>]           port for the started server (default 3300)
@@ -17,6 +17,8 @@ pub enum Scenario {
     Capture,
     Idle,
     Resume,
+    /// One user takes all the caps allow; the others' latency.
+    Abuse,
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +60,7 @@ impl Args {
             Some("fanout") => Scenario::Fanout,
             Some("capture") => Scenario::Capture,
             Some("idle") => Scenario::Idle,
+            Some("abuse") => Scenario::Abuse,
             Some("resume") => Scenario::Resume,
             Some(other) => return Err(format!("unknown scenario {other:?}")),
             None => return Err("--scenario is required".into()),
@@ -68,6 +71,7 @@ impl Args {
             Scenario::Capture => (10_000, 0, 200_000),
             Scenario::Idle => (20_000, 0, 0),
             Scenario::Resume => (1, 0, 100_000),
+            Scenario::Abuse => (1_000, 1_000, 0),
         };
         let known = [
             "scenario",

@@ -21,7 +21,16 @@ impl Server {
             server.wait_healthy().await?;
             return Ok(server);
         }
-        let child = Command::new(&args.server)
+        let mut command = Command::new(&args.server);
+        if args.scenario != crate::args::Scenario::Abuse {
+            // one generator speaks for a few users with thousands of
+            // sockets: lift the per-user caps (the abuse scenario keeps them)
+            command
+                .env("THREADLINE_MAX_CONNECTIONS_PER_USER", "1000000")
+                .env("THREADLINE_MAX_CHANNELS_PER_USER", "1000000")
+                .env("THREADLINE_MAX_BINDINGS_PER_USER", "1000000");
+        }
+        let child = command
             .arg("serve")
             .env("DATABASE_URL", &args.database_url)
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{}", args.port))
@@ -30,12 +39,8 @@ impl Server {
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
             .env("THREADLINE_METRICS_TOKEN", crate::data::METRICS_TOKEN)
-            // one generator on one address speaks for a few users with
-            // thousands of sockets: lift the per-user and per-address caps
-            .env("THREADLINE_MAX_CONNECTIONS_PER_USER", "1000000")
+            // every socket of the generator comes from one address
             .env("THREADLINE_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
-            .env("THREADLINE_MAX_CHANNELS_PER_USER", "1000000")
-            .env("THREADLINE_MAX_BINDINGS_PER_USER", "1000000")
             .env("THREADLINE_SIGN_INS_PER_MINUTE", "100000")
             .env(
                 "RUST_LOG",

@@ -28,6 +28,7 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         Scenario::Capture => capture(args, &server, &pool).await,
         Scenario::Idle => idle(args, &server, &pool).await,
         Scenario::Resume => resume(args, &server, &pool).await,
+        Scenario::Abuse => abuse(args, &server, &pool).await,
     };
     server.stop().await;
     result
@@ -398,7 +399,8 @@ async fn resume(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, S
     let kept = caught_up.kept.lock().map(|k| k.clone()).unwrap_or_default();
     // exactly one change per (order, round), with strictly increasing cursors
     let cursor_of = |text: &str| -> Option<(u64, u32)> {
-        let (lsn, index) = text.split_once('/')?;
+        let position = text.rsplit_once(':').map_or(text, |(_, p)| p);
+        let (lsn, index) = position.split_once('/')?;
         Some((u64::from_str_radix(lsn, 16).ok()?, index.parse().ok()?))
     };
     let mut seen = std::collections::HashSet::new();
@@ -439,5 +441,101 @@ async fn resume(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, S
             kept.len()
         )
     };
+    Ok(report)
+}
+
+/// One user holds every connection, channel and binding the server's caps
+/// allow, each binding listening to every table, while a steady stream of
+/// commits (half of them on that user's own orders) goes on: the other
+/// users' commit-to-receive time, to set beside the latency scenario's.
+async fn abuse(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, String> {
+    let visible = data::bench_orders(pool).await?;
+    let abuser = "buyer@sleek.test";
+    let others = [
+        "buyer2@sleek.test",
+        "factory@sleek.test",
+        "factory2@sleek.test",
+        "admin@sleek.test",
+    ];
+    let tokens = tokens(server, &others).await?;
+    let stats = Stats::new(1, false);
+    let watch = |i: usize, user: &'static str| {
+        let list = &visible[user];
+        list[(i / others.len()) % list.len()]
+    };
+    let subscribers = open_subscribers(server, &tokens, watch, args.subscribers, &stats).await?;
+
+    // the abuser: connections, channels of 17 bindings each, as many as it can get
+    let token = data::token(&server.base, abuser).await?;
+    let everything: Vec<serde_json::Value> = [
+        "orders",
+        "production_stages",
+        "order_updates",
+        "messages",
+        "notifications",
+    ]
+    .iter()
+    .cycle()
+    .take(17)
+    .map(|table| serde_json::json!({ "event": "*", "schema": "public", "table": table }))
+    .collect();
+    let abuse_stats = Stats::new(1000, false);
+    let join_start = Instant::now();
+    let mut held = Vec::new();
+    let (mut connections, mut channels, mut refused) = (0, 0, 0);
+    for c in 0..40 {
+        let plans: Vec<(String, serde_json::Value)> = (0..100)
+            .map(|n| {
+                (
+                    format!("realtime:abuse-{c}-{n}"),
+                    serde_json::Value::Array(everything.clone()),
+                )
+            })
+            .collect();
+        match Subscriber::open_many(&server.ws_url(), &token, plans, abuse_stats.clone()).await {
+            Ok((subscriber, joined, refusals)) => {
+                connections += usize::from(joined > 0);
+                channels += joined;
+                refused += refusals;
+                held.push(subscriber);
+            }
+            Err(_) => refused += 100,
+        }
+    }
+    let join_seconds = join_start.elapsed().as_secs_f64();
+
+    // writes over every bench order: half of them the abuser's own
+    let mut orders: Vec<Uuid> = visible[abuser].clone();
+    let theirs: Vec<Uuid> = visible["admin@sleek.test"]
+        .iter()
+        .filter(|id| !visible[abuser].contains(id))
+        .copied()
+        .collect();
+    orders.extend(theirs.iter().take(visible[abuser].len()));
+    let before = captured(server).await;
+    let window = Window::begin(server.pid());
+    let start = Instant::now();
+    let written = data::write_at_rate(pool, orders, args.rate, args.duration).await;
+    settle(&stats, Duration::from_secs(1), Duration::from_secs(30)).await;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut report = Report {
+        scenario: "abuse".into(),
+        subscribers: args.subscribers,
+        users: others.len() + 1,
+        target_rate_per_s: args.rate,
+        seconds,
+        changes_written: written,
+        ..Report::default()
+    };
+    finish(&mut report, &window);
+    let seconds = args.duration as f64;
+    count_flow(&mut report, server, before, &stats, seconds, seconds).await;
+    report.checked = format!(
+        "{abuser} held {connections} connections and {channels} channels of 17 bindings (joined in {join_seconds:.1} s; {refused} joins refused by the caps) and received {} messages; latency is of the {} other users' subscribers",
+        abuse_stats.received.load(Ordering::Relaxed),
+        others.len()
+    );
+    held.into_iter().for_each(Subscriber::close);
+    subscribers.into_iter().for_each(Subscriber::close);
     Ok(report)
 }

@@ -153,6 +153,62 @@ impl Subscriber {
         Ok(Subscriber { reader })
     }
 
+    /// Connects and joins many channels (`(topic, bindings)`), keeping on
+    /// when some are refused; returns how many were joined and refused.
+    pub async fn open_many(
+        url: &str,
+        token: &str,
+        channels: Vec<(String, serde_json::Value)>,
+        stats: Arc<Stats>,
+    ) -> Result<(Subscriber, usize, usize), String> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sink, mut stream) = socket.split();
+        let (mut joined, mut refused) = (0, 0);
+        for (n, (topic, bindings)) in channels.into_iter().enumerate() {
+            let payload = serde_json::json!({ "config": { "postgres_changes": bindings }, "access_token": token });
+            let join_ref = (n + 1).to_string();
+            let join =
+                serde_json::json!([join_ref, join_ref, topic, "phx_join", payload]).to_string();
+            if sink.send(Message::Text(join.into())).await.is_err() {
+                break;
+            }
+            // as fast as the server lets a connection join
+            let reply = loop {
+                let Ok(Some(Ok(message))) =
+                    tokio::time::timeout(Duration::from_secs(10), stream.next()).await
+                else {
+                    break None;
+                };
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let frame: serde_json::Value =
+                    serde_json::from_str(text.as_str()).unwrap_or_default();
+                if frame[3] == "phx_reply" && frame[1] == join_ref.as_str() {
+                    break Some(frame[4]["status"] == "ok");
+                }
+            };
+            match reply {
+                Some(true) => joined += 1,
+                Some(false) => refused += 1,
+                None => break,
+            }
+        }
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                if let Message::Text(text) = message
+                    && text.as_str().contains(",\"postgres_changes\",{")
+                {
+                    stats.record(text.as_str());
+                }
+            }
+            drop(sink);
+        });
+        Ok((Subscriber { reader }, joined, refused))
+    }
+
     pub fn close(self) {
         self.reader.abort();
     }
