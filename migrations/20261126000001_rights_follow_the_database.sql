@@ -85,3 +85,8 @@ alter publication threadline_realtime
 -- 3. Sign-in attempts are reserved before the password is checked (and
 --    kept as failures unless it matches), so concurrent guesses count.
 alter table login_failures add column id bigint generated always as identity primary key;
+
+-- 4. Clients resume across restarts and crashes from the WAL itself (each
+--    server's log slot keeps its retention window): the position a clean
+--    stop used to record is no longer needed.
+drop table realtime_state;

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pg_walstream::{LogicalReplicationMessage, LogicalReplicationParser, TupleData};
@@ -126,9 +127,24 @@ pub struct Capture {
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
     pub rules: Arc<dyn Rules>,
+    /// How far the stream slot is acknowledged (everything before it is in the hub).
+    pub processed: Arc<AtomicU64>,
 }
 
-/// A change decoded from a transaction, waiting for its commit.
+/// The transaction being decoded. Its changes' cursors carry the LSN of its
+/// commit record (known from its first message), so they can go on before
+/// its end when it is large.
+struct Transaction {
+    xid: u32,
+    commit_lsn: u64,
+    commit_micros: i64,
+    pending: Vec<Pending>,
+    next_index: u32,
+    /// Its changes are going on in slices.
+    streaming: bool,
+}
+
+/// A change decoded from a transaction, waiting to be published.
 struct Pending {
     table: Arc<Table>,
     kind: ChangeKind,
@@ -157,12 +173,18 @@ impl Capture {
     }
 
     async fn stream(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), CaptureError> {
-        let confirmed = slot::ensure_slot(&self.pool, &self.slot).await?;
-        if confirmed > self.hub.head().lsn {
-            // The slot moved past what we processed (recreated, or advanced by
-            // someone else): what lies between is lost, so older cursors reset.
+        let start = slot::reconnect(&self.pool, &self.slot).await?;
+        let floor = ChangeCursor::before(start.from);
+        if start.lost {
+            // PostgreSQL dropped WAL this server had not read: what lies
+            // between is gone, so every client must refetch
+            self.metrics.error(ErrorKind::SlotLost);
+            self.hub.reset_all(floor);
+        } else if floor > self.hub.head() {
+            // The slot moved past what we processed (advanced by someone
+            // else): what lies between is lost, so older cursors reset.
             tracing::warn!(slot = %self.slot, "the replication slot is ahead of this server; older cursors will be reset");
-            self.hub.start_at(ChangeCursor::end_of(confirmed));
+            self.hub.start_at(floor);
         }
         let t = &self.target;
         let config = ReplicationConfig::new(
@@ -174,27 +196,30 @@ impl Capture {
             PUBLICATION,
         )
         .with_port(t.port)
-        .with_start_lsn(Lsn::from_u64(confirmed))
+        .with_start_lsn(Lsn::from_u64(start.from))
         .with_options("-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=1")
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(5))
         .with_application_name(format!("threadline realtime {}", self.slot));
         let client = ReplicationClient::connect(config).await?;
         let (steps, queued) = mpsc::channel(visibility::QUEUE);
-        let (acked, published) = watch::channel(confirmed);
+        let (acked, published) = watch::channel(start.from);
         let gate = Gate {
             pool: &self.pool,
             hub: &self.hub,
             metrics: &self.metrics,
         };
         tokio::select! {
-            result = self.read(client, confirmed, steps, published, shutdown) => result,
+            result = self.read(client, start.from, steps, published, shutdown) => result,
             result = gate.run(queued, acked) => result.map_err(CaptureError::from),
         }
     }
 
     /// Decodes the stream into steps for the gate, and acknowledges to the
-    /// slot what the gate has published.
+    /// slot what the gate has published. A transaction's changes are held
+    /// until its commit, unless it is large: then they go on in slices (the
+    /// gate publishes them once the transaction is visible), so memory does
+    /// not grow with the transaction.
     async fn read(
         &self,
         mut client: ReplicationClient,
@@ -205,8 +230,7 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         let mut parser = LogicalReplicationParser::with_protocol_version(1);
         let mut relations: HashMap<u32, Arc<Table>> = HashMap::new();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut xid = 0;
+        let mut tx: Option<Transaction> = None;
         let mut wal_end: u64 = confirmed;
         let mut connected = false;
         loop {
@@ -219,9 +243,10 @@ impl Capture {
                 Ok(()) = published.changed() => {
                     let acked = *published.borrow_and_update();
                     client.update_applied_lsn(Lsn::from_u64(acked));
+                    self.processed.fetch_max(acked, Ordering::Relaxed);
                     self.metrics
                         .replication_lag_bytes
-                        .set(wal_end.saturating_sub(acked) as i64);
+                        .set(i64::try_from(wal_end.saturating_sub(acked)).unwrap_or(i64::MAX));
                     continue;
                 }
                 event = client.recv() => event?,
@@ -230,11 +255,21 @@ impl Capture {
                 connected = true;
                 tracing::info!(slot = %self.slot, from = %Lsn::from_u64(confirmed).to_pg_string(), "realtime capture streaming");
             }
-            let step = match event.ok_or(CaptureError::Ended)? {
-                ReplicationEvent::Begin { xid: begun, .. } => {
-                    pending.clear();
-                    xid = begun;
-                    None
+            let mut out: Vec<Step> = Vec::new();
+            match event.ok_or(CaptureError::Ended)? {
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    xid,
+                    commit_time_micros,
+                } => {
+                    tx = Some(Transaction {
+                        xid,
+                        commit_lsn: final_lsn.as_u64(),
+                        commit_micros: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_MICROS),
+                        pending: Vec::new(),
+                        next_index: 0,
+                        streaming: false,
+                    });
                 }
                 ReplicationEvent::XLogData {
                     data, wal_end: end, ..
@@ -245,34 +280,38 @@ impl Capture {
                         .parse_wal_message(&data)
                         .map_err(|e| CaptureError::Decode(e.to_string()))?
                         .message;
-                    self.decode(message, &mut relations, &mut pending)?;
-                    None
+                    let mut scratch = Vec::new();
+                    let pending = tx.as_mut().map_or(&mut scratch, |tx| &mut tx.pending);
+                    self.decode(message, &mut relations, pending)?;
+                    if let Some(tx) = tx.as_mut()
+                        && tx.pending.len() >= visibility::SLICE
+                    {
+                        if !tx.streaming {
+                            tx.streaming = true;
+                            out.push(Step::Begin { xid: tx.xid });
+                        }
+                        out.push(Step::Slice(self.publishable(tx)));
+                    }
                 }
-                ReplicationEvent::Commit {
-                    end_lsn,
-                    commit_time_micros,
-                    ..
-                } => {
-                    let commit_micros = commit_time_micros + PG_EPOCH_OFFSET_MICROS;
+                ReplicationEvent::Commit { end_lsn, .. } => {
                     let end = end_lsn.as_u64();
                     wal_end = wal_end.max(end);
-                    if pending.is_empty() {
-                        Some(Step::Processed(end))
+                    if let Some(mut tx) = tx.take() {
+                        if tx.streaming {
+                            out.push(Step::Slice(self.publishable(&mut tx)));
+                            out.push(Step::End(end));
+                        } else if tx.pending.is_empty() {
+                            out.push(Step::Processed(end));
+                        } else {
+                            self.metrics.transactions_captured.inc();
+                            out.push(Step::Commit {
+                                xid: tx.xid,
+                                end,
+                                changes: self.publishable(&mut tx),
+                            });
+                        }
                     } else {
-                        self.metrics.transactions_captured.inc();
-                        let changes = pending
-                            .drain(..)
-                            .enumerate()
-                            .filter_map(|(index, p)| {
-                                let cursor = ChangeCursor::new(
-                                    end,
-                                    u32::try_from(index).unwrap_or(u32::MAX),
-                                )
-                                .in_stream(self.hub.stream());
-                                self.publishable(cursor, commit_micros, p)
-                            })
-                            .collect();
-                        Some(Step::Commit { xid, end, changes })
+                        out.push(Step::Processed(end));
                     }
                 }
                 ReplicationEvent::KeepAlive { wal_end: end, .. } => {
@@ -281,11 +320,13 @@ impl Capture {
                     self.hub.evict_expired();
                     // Between transactions, everything up to the server's WAL
                     // end is processed (the rest did not touch published tables).
-                    pending.is_empty().then(|| Step::Processed(end.as_u64()))
+                    if tx.is_none() {
+                        out.push(Step::Processed(end.as_u64()));
+                    }
                 }
-                ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => None,
-            };
-            if let Some(step) = step {
+                ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+            }
+            for step in out {
                 // the gate only stops on an error, which ends the session
                 if steps.send(step).await.is_err() {
                     return Ok(());
@@ -294,14 +335,21 @@ impl Capture {
         }
     }
 
+    /// The transaction's decoded changes so far, as the hub takes them.
+    fn publishable(&self, tx: &mut Transaction) -> Vec<Published> {
+        let stream = self.hub.stream();
+        let mut out = Vec::with_capacity(tx.pending.len());
+        for p in tx.pending.drain(..) {
+            let cursor = ChangeCursor::new(tx.commit_lsn, tx.next_index).in_stream(stream);
+            tx.next_index = tx.next_index.saturating_add(1);
+            out.extend(self.published(cursor, tx.commit_micros, p));
+        }
+        out
+    }
+
     /// A decoded row change as the hub takes it: a change for subscribers,
     /// or what a change of a rights table means.
-    fn publishable(
-        &self,
-        cursor: ChangeCursor,
-        commit_micros: i64,
-        p: Pending,
-    ) -> Option<Published> {
+    fn published(&self, cursor: ChangeCursor, commit_micros: i64, p: Pending) -> Option<Published> {
         if !self.catalog.is_subscribable(&p.table.name) {
             let rights = RightsRow {
                 kind: p.kind,
@@ -402,10 +450,15 @@ impl Capture {
                     old: Some(row(&old_tuple, None)),
                 });
             }
-            LogicalReplicationMessage::Truncate { .. } => {
-                tracing::warn!(
-                    "a published table was truncated; subscribers are not told (no row events)"
-                );
+            LogicalReplicationMessage::Truncate { relation_ids, .. } => {
+                for relation_id in relation_ids {
+                    pending.push(Pending {
+                        table: relation(relations, relation_id)?,
+                        kind: ChangeKind::Truncate,
+                        new: None,
+                        old: None,
+                    });
+                }
             }
             _ => {}
         }

@@ -135,6 +135,7 @@ impl Change {
             ChangeKind::Insert => (None, new.as_ref()),
             ChangeKind::Update => (old.as_ref(), new.as_ref()),
             ChangeKind::Delete => (old.as_ref(), None),
+            ChangeKind::Truncate => (None, None),
         };
         let before = before.map(|row| audience(&RowView::new(&table, row)));
         let after = after.map(|row| audience(&RowView::new(&table, row)));
@@ -151,8 +152,26 @@ impl Change {
             moved_in_json: OnceLock::new(),
             moved_out_json: OnceLock::new(),
         };
-        change.data_json = change.render_data(Visibility::Full);
+        if kind != ChangeKind::Truncate {
+            change.data_json = change.render_data(Visibility::Full);
+        }
         change
+    }
+
+    /// Roughly how much memory the change takes, for the retention budget.
+    pub fn size(&self) -> usize {
+        let row = |row: &Option<Row>| {
+            row.iter()
+                .flatten()
+                .map(|value| value.as_ref().map_or(0, String::len) + 24)
+                .sum::<usize>()
+        };
+        std::mem::size_of::<Change>()
+            + self.data_json.len()
+            + row(&self.new)
+            + row(&self.old)
+            + self.moved_in_json.get().map_or(0, String::len)
+            + self.moved_out_json.get().map_or(0, String::len)
     }
 
     /// How `viewer` sees this change, if at all.

@@ -57,6 +57,12 @@ impl ChangeCursor {
         ChangeCursor::new(lsn, u32::MAX)
     }
 
+    /// Just before every transaction whose commit record starts at or
+    /// after `lsn` (a slot confirmed at `lsn` streams exactly those).
+    pub fn before(lsn: u64) -> ChangeCursor {
+        ChangeCursor::end_of(lsn.saturating_sub(1))
+    }
+
     /// The same position in `stream`.
     pub fn in_stream(self, stream: StreamId) -> ChangeCursor {
         ChangeCursor { stream, ..self }

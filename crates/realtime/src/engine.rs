@@ -18,6 +18,7 @@ use crate::join::{Binding, Refusal};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::poll::{POLL_LIMIT, PollChannel, PollResult};
 use crate::ports::{Identity, Rules};
+use crate::protocol::ChangeKind;
 use crate::session::{Limits, SessionParts};
 use crate::settings::RealtimeSettings;
 use crate::slot;
@@ -61,13 +62,14 @@ impl Realtime {
         } else {
             settings.slot_name.trim().to_string()
         };
-        if slot.len() > 63
+        if slot.len() > slot::MAX_STREAM_SLOT_NAME
             || !slot
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
             return Err(CaptureError::Target(format!(
-                "replication slot name {slot:?} must be at most 63 lowercase letters, digits and underscores"
+                "replication slot name {slot:?} must be at most {} lowercase letters, digits and underscores",
+                slot::MAX_STREAM_SLOT_NAME
             )));
         }
         let mut catalog = Catalog::load(&pool).await?;
@@ -88,10 +90,16 @@ impl Realtime {
         ));
         let max_lag = settings.stale_slot_max_lag_mb.saturating_mul(1 << 20);
         slot::drop_stale_slots(&pool, &slot, max_lag).await?;
-        let confirmed = slot::ensure_slot(&pool, &slot).await?;
+        // streaming starts where the retention log must start: at the log
+        // slot, so the log is rebuilt and every client resumes exactly
+        let start = slot::prepare(&pool, &slot).await?;
         hub.saw_wal_end(wal_now);
-        hub.start_at(start_floor(&pool, &slot, confirmed).await?);
+        hub.start_at(ChangeCursor::before(start.from));
+        if start.lost {
+            metrics.error(ErrorKind::SlotLost);
+        }
 
+        let processed = Arc::new(AtomicU64::new(start.from));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let capture = Capture {
             pool: pool.clone(),
@@ -101,14 +109,20 @@ impl Realtime {
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             rules: ports.rules,
+            processed: processed.clone(),
         };
-        let mut tasks = vec![tokio::spawn(capture.run(shutdown_rx.clone()))];
-        tasks.push(tokio::spawn(sweep_stale_slots(
-            pool.clone(),
-            slot.clone(),
+        let upkeep = SlotUpkeep {
+            pool: pool.clone(),
+            slot: slot.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            processed,
             max_lag,
-            shutdown_rx,
-        )));
+        };
+        let tasks = vec![
+            tokio::spawn(capture.run(shutdown_rx.clone())),
+            tokio::spawn(upkeep.run(shutdown_rx)),
+        ];
         Ok(Arc::new(Realtime {
             hub,
             catalog,
@@ -249,24 +263,32 @@ impl Realtime {
                             more: false,
                         }
                     }
-                    PollRead::Changes { changes, position } => PollResult {
-                        topic: channel.topic,
-                        more: changes.len() >= POLL_LIMIT,
-                        events: changes
-                            .iter()
-                            .map(|d| d.change.payload_json(&d.ids, d.visibility))
-                            .collect(),
-                        cursor: position,
-                        reset: false,
-                    },
+                    PollRead::Changes { changes, position } => {
+                        // a table emptied: what came before, then a refetch from there
+                        let truncated = changes
+                            .last()
+                            .is_some_and(|d| d.change.kind == ChangeKind::Truncate);
+                        PollResult {
+                            topic: channel.topic,
+                            more: changes.len() >= POLL_LIMIT,
+                            events: changes
+                                .iter()
+                                .filter(|d| d.change.kind != ChangeKind::Truncate)
+                                .map(|d| d.change.payload_json(&d.ids, d.visibility))
+                                .collect(),
+                            cursor: position,
+                            reset: truncated,
+                        }
+                    }
                 },
             );
         }
         Ok(results)
     }
 
-    /// Stops capturing and records how far the stream got, so clients of a
-    /// restarted server resume exactly. The slot stays.
+    /// Stops capturing; the slots stay (with the log slot advanced as far
+    /// as retention allows), so a restarted server rebuilds the retention
+    /// log and its clients resume exactly.
     pub async fn shutdown(&self) {
         let Some(running) = &self.capture else {
             return;
@@ -276,29 +298,15 @@ impl Realtime {
         for task in tasks {
             let _ = task.await;
         }
-        let saved = sqlx::query(
-            "insert into realtime_state (slot_name, head_cursor) values ($1, $2) \
-             on conflict (slot_name) do update set head_cursor = excluded.head_cursor, stopped_at = now()",
-        )
-        .bind(&running.slot)
-        .bind(self.hub.head().to_string())
-        .execute(&running.pool)
-        .await;
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "could not record the realtime position; clients will reset after restart");
-        }
     }
 
-    /// Stops and removes the slot (for tests and decommissioning).
+    /// Stops and removes the slots (for tests and decommissioning).
     pub async fn shutdown_and_drop_slot(&self) -> Result<(), sqlx::Error> {
         self.shutdown().await;
         let Some(Running { slot, pool, .. }) = &self.capture else {
             return Ok(());
         };
-        sqlx::query("delete from realtime_state where slot_name = $1")
-            .bind(slot)
-            .execute(pool)
-            .await?;
+        slot::drop_slot(pool, &slot::log_slot_name(slot)).await?;
         // the walsender may take a moment to release the slot after the stream closes
         for _ in 0..50 {
             let active: Option<bool> =
@@ -316,6 +324,62 @@ impl Realtime {
     }
 }
 
+/// Keeps the slots right while the server runs: the log slot follows the
+/// retention log (every few seconds, and once more at shutdown), slots of
+/// servers that are gone are dropped (every minute), and the slots' WAL and
+/// status are in the metrics.
+struct SlotUpkeep {
+    pool: PgPool,
+    slot: String,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    /// How far the stream slot is acknowledged.
+    processed: Arc<AtomicU64>,
+    max_lag: i64,
+}
+
+impl SlotUpkeep {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {
+                    self.advance_log().await;
+                    return;
+                }
+            }
+            ticks += 1;
+            self.advance_log().await;
+            match slot::health(&self.pool, &self.slot).await {
+                Ok(slots) => self.metrics.slot_health(&slots),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the replication slots' health failed")
+                }
+            }
+            if ticks.is_multiple_of(12)
+                && let Err(e) = slot::drop_stale_slots(&self.pool, &self.slot, self.max_lag).await
+            {
+                tracing::warn!(error = %e, "checking for stale replication slots failed");
+            }
+        }
+    }
+
+    /// Moves the log slot to the oldest transaction the retention log keeps
+    /// (or, with nothing kept, to what the stream has processed).
+    async fn advance_log(&self) {
+        let processed = self.processed.load(Ordering::Relaxed);
+        let target = self
+            .hub
+            .oldest_retained()
+            .map_or(processed, |oldest| oldest.lsn.min(processed));
+        if let Err(e) = slot::advance_log(&self.pool, &self.slot, target).await {
+            tracing::warn!(error = %e, "advancing the log slot failed");
+        }
+    }
+}
+
 fn caps(settings: &RealtimeSettings) -> Caps {
     Caps {
         connections_per_user: settings.max_connections_per_user.max(1),
@@ -329,44 +393,7 @@ fn retention(settings: &RealtimeSettings) -> Retention {
     Retention {
         changes: settings.retention_changes.max(1),
         age: Duration::from_secs(settings.retention_minutes.max(1).saturating_mul(60)),
-    }
-}
-
-/// Where this server's knowledge of the stream starts. After a clean stop,
-/// the head it recorded (everything after it is still in the slot, so it
-/// replays); otherwise the slot's confirmed position, and anything at or
-/// before it is unknown.
-async fn start_floor(
-    pool: &PgPool,
-    slot: &str,
-    confirmed: u64,
-) -> Result<ChangeCursor, sqlx::Error> {
-    let saved: Option<String> =
-        sqlx::query_scalar("delete from realtime_state where slot_name = $1 returning head_cursor")
-            .bind(slot)
-            .fetch_optional(pool)
-            .await?;
-    Ok(
-        match saved.and_then(|text| text.parse::<ChangeCursor>().ok()) {
-            Some(head) if head.lsn >= confirmed => head,
-            _ => ChangeCursor::end_of(confirmed),
-        },
-    )
-}
-
-async fn sweep_stale_slots(
-    pool: PgPool,
-    own: String,
-    max_lag: i64,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = shutdown.changed() => return,
-        }
-        if let Err(e) = slot::drop_stale_slots(&pool, &own, max_lag).await {
-            tracing::warn!(error = %e, "checking for stale replication slots failed");
-        }
+        bytes: usize::try_from(settings.retention_mb.max(1).saturating_mul(1 << 20))
+            .unwrap_or(usize::MAX),
     }
 }

@@ -39,7 +39,7 @@ use crate::cursor::{ChangeCursor, StreamId};
 use crate::join::{Binding, Refusal, matching};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::ports::{Principal, RightsChange, SessionEnd, SessionKey};
-use crate::protocol::Notice;
+use crate::protocol::{ChangeKind, Notice};
 
 use index::{ALL_TABLES, TableIndex};
 pub use log::Retention;
@@ -409,7 +409,11 @@ impl Hub {
             candidates.clear();
             for key in [&*change.table.name, ALL_TABLES] {
                 if let Some(index) = state.index.get(key) {
-                    index.candidates(&change, &mut candidates);
+                    if change.kind == ChangeKind::Truncate {
+                        index.all(&mut candidates);
+                    } else {
+                        index.candidates(&change, &mut candidates);
+                    }
                 }
             }
             candidates.sort_unstable();
@@ -434,14 +438,13 @@ impl Hub {
                 else {
                     continue;
                 };
-                if !state.admitted.contains(&handle.id) {
-                    if !handle.has_room() {
-                        handle.close(CloseReason::TooSlow);
-                        too_slow.push(handle.id);
-                        continue;
-                    }
-                    state.admitted.insert(handle.id);
+                let admitted = state.admitted.contains(&handle.id);
+                if (!admitted && !handle.has_room()) || (admitted && handle.is_swamped()) {
+                    handle.close(CloseReason::TooSlow);
+                    too_slow.push(handle.id);
+                    continue;
                 }
+                state.admitted.insert(handle.id);
                 handle.push(Outbound::Change {
                     channel: subscription.channel.clone(),
                     delivery: Delivery {
@@ -584,6 +587,33 @@ impl Hub {
         state
             .ended_sessions
             .retain(|_, (_, micros, _)| *micros >= horizon);
+    }
+
+    /// Changes were lost (PostgreSQL dropped WAL of the slot): the stream
+    /// starts over at `floor`, and every subscription is told to refetch.
+    pub fn reset_all(&self, floor: ChangeCursor) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let floor = floor.in_stream(self.stream);
+        state.log.restart_at(floor);
+        for subscription in state.subscriptions.values_mut() {
+            subscription.position = floor;
+            subscription.live = true;
+            if let Some(connection) = state.connections.get(&subscription.connection) {
+                connection.handle.push(Outbound::Notice {
+                    channel: subscription.channel.clone(),
+                    message: "changes were lost on the server: refetch, then continue",
+                    notice: Notice::Reset { cursor: floor },
+                });
+            }
+        }
+        self.metrics.resets.inc();
+    }
+
+    /// The oldest change the retention log keeps: the log slot must keep
+    /// the WAL from its transaction on.
+    pub fn oldest_retained(&self) -> Option<ChangeCursor> {
+        self.lock().log.oldest()
     }
 
     /// Drops changes older than the retention time even when nothing new comes.
@@ -791,7 +821,8 @@ impl Hub {
                     visibility,
                     change: change.clone(),
                 });
-                if changes.len() >= limit {
+                // a truncate ends the read: the client refetches from it
+                if changes.len() >= limit || change.kind == ChangeKind::Truncate {
                     let position = change.cursor;
                     return PollRead::Changes { changes, position };
                 }
@@ -951,6 +982,7 @@ mod tests {
             Retention {
                 changes: retention_changes,
                 age: Duration::from_secs(3600),
+                bytes: usize::MAX,
             },
             caps(),
             Arc::new(Metrics::new()),
@@ -1431,6 +1463,7 @@ mod tests {
             Retention {
                 changes: 100,
                 age: Duration::from_secs(3600),
+                bytes: usize::MAX,
             },
             caps(),
             Arc::new(Metrics::new()),

@@ -128,6 +128,15 @@ pub fn matching(
     bindings: &[Binding],
     change: &Change,
 ) -> Option<(Visibility, Vec<u64>)> {
+    if change.kind == ChangeKind::Truncate {
+        // no row, nothing to authorize: whoever listens to the table refetches
+        let ids: Vec<u64> = bindings
+            .iter()
+            .filter(|b| b.table.as_ref().is_none_or(|t| **t == *change.table.name))
+            .map(|b| b.id)
+            .collect();
+        return (!ids.is_empty()).then_some((Visibility::Full, ids));
+    }
     let visibility = change.visibility(viewer)?;
     let ids: Vec<u64> = bindings
         .iter()

@@ -21,11 +21,24 @@ pub enum ErrorKind {
     TooManyChannels,
     Limited,
     Capture,
+    /// PostgreSQL invalidated a slot of this server: changes were lost.
+    SlotLost,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: ErrorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabels {
+    pub slot: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotStatusLabels {
+    pub slot: String,
+    pub wal_status: String,
 }
 
 pub struct Metrics {
@@ -42,6 +55,10 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     pub visibility_waits: Counter,
     pub errors: Family<ErrorLabels, Counter>,
+    /// WAL each slot keeps (bytes from its restart position to the WAL's end).
+    pub slot_retained_wal_bytes: Family<SlotLabels, Gauge>,
+    /// 1 for each slot's current `wal_status`, 0 for the others.
+    pub slot_wal_status: Family<SlotStatusLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -66,6 +83,8 @@ impl Metrics {
             slow_consumer_closes: Counter::default(),
             visibility_waits: Counter::default(),
             errors: Family::default(),
+            slot_retained_wal_bytes: Family::default(),
+            slot_wal_status: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,9 +147,36 @@ impl Metrics {
             "Errors by kind (bad input and capture failures)",
             metrics.errors.clone(),
         );
+        registry.register(
+            "slot_retained_wal_bytes",
+            "WAL bytes each of this server's replication slots keeps",
+            metrics.slot_retained_wal_bytes.clone(),
+        );
+        registry.register(
+            "slot_wal_status",
+            "Each replication slot's wal_status (reserved, extended, unreserved, lost): 1 for the current one",
+            metrics.slot_wal_status.clone(),
+        );
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Records each slot's retained WAL and status (`slot`, bytes, `wal_status`).
+    pub fn slot_health(&self, slots: &[(String, i64, String)]) {
+        for (slot, bytes, status) in slots {
+            self.slot_retained_wal_bytes
+                .get_or_create(&SlotLabels { slot: slot.clone() })
+                .set(*bytes);
+            for known in ["reserved", "extended", "unreserved", "lost"] {
+                self.slot_wal_status
+                    .get_or_create(&SlotStatusLabels {
+                        slot: slot.clone(),
+                        wal_status: known.into(),
+                    })
+                    .set(i64::from(known == status));
+            }
         }
     }
 

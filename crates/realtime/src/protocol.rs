@@ -275,6 +275,9 @@ pub enum ChangeKind {
     Insert,
     Update,
     Delete,
+    /// The table was emptied. Subscribers of the table get a reset notice,
+    /// never an event of this type.
+    Truncate,
 }
 
 impl ChangeKind {
@@ -283,6 +286,7 @@ impl ChangeKind {
             ChangeKind::Insert => "INSERT",
             ChangeKind::Update => "UPDATE",
             ChangeKind::Delete => "DELETE",
+            ChangeKind::Truncate => "TRUNCATE",
         }
     }
 }

@@ -9,6 +9,8 @@ pub struct RealtimeSettings {
     pub retention_changes: usize,
     /// Oldest change kept so clients can resume.
     pub retention_minutes: u64,
+    /// Most memory the kept changes may take, in MiB.
+    pub retention_mb: u64,
     /// Messages buffered per connection before it is closed as too slow.
     pub queue_size: usize,
     /// A connection that sends nothing (not even a heartbeat) this long is closed.
@@ -51,6 +53,7 @@ impl Default for RealtimeSettings {
         RealtimeSettings {
             retention_changes: 100_000,
             retention_minutes: 60,
+            retention_mb: 256,
             queue_size: 1024,
             heartbeat_timeout_secs: 60,
             max_frame_bytes: 64 * 1024,

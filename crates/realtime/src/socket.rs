@@ -25,7 +25,7 @@ use crate::hub::{
 };
 use crate::metrics::ErrorKind;
 use crate::ports::Principal;
-use crate::protocol::{self, Notice, Vsn, encode_raw};
+use crate::protocol::{self, ChangeKind, Notice, Vsn, encode_raw};
 use crate::session::{Next, Session, system_frame};
 
 const CATCH_UP_BATCH: usize = 256;
@@ -411,6 +411,22 @@ async fn send_item(
 }
 
 fn change_message(vsn: Vsn, channel: &Channel, delivery: &Delivery) -> Message {
+    if delivery.change.kind == ChangeKind::Truncate {
+        let notice = system_frame(
+            vsn,
+            &channel.topic,
+            "ok",
+            protocol::POSTGRES_CHANGES,
+            &format!(
+                "table {} was emptied: refetch, then continue",
+                delivery.change.table.name
+            ),
+            Some(Notice::Reset {
+                cursor: delivery.change.cursor,
+            }),
+        );
+        return Message::Text(notice.into());
+    }
     let text = encode_raw(
         vsn,
         None,

@@ -18,21 +18,29 @@ use tokio::sync::{mpsc, watch};
 use crate::hub::{Hub, Published};
 use crate::metrics::Metrics;
 
-/// Changes handed to the hub under one lock.
-const PUBLISH_SLICE: usize = 1024;
-/// Commits checked with one query.
-const BATCH: usize = 512;
-/// Steps waiting for the gate before the stream pauses.
-pub const QUEUE: usize = 2 * BATCH;
+/// Changes handed to the hub under one lock, and per slice of a large
+/// transaction.
+pub const SLICE: usize = 512;
+/// Steps checked with one query.
+const BATCH: usize = 256;
+/// Steps waiting for the gate before the stream pauses: with slices, at
+/// most `QUEUE * SLICE` changes wait in memory.
+pub const QUEUE: usize = BATCH;
 
 /// What the capture hands over, in WAL order.
 pub enum Step {
-    /// A transaction with changes of the published tables.
+    /// A whole transaction with changes of the published tables.
     Commit {
         xid: u32,
         end: u64,
         changes: Vec<Published>,
     },
+    /// A large transaction starts: its slices follow once it is visible.
+    Begin { xid: u32 },
+    /// Changes of the large transaction that began last.
+    Slice(Vec<Published>),
+    /// The large transaction ended here.
+    End(u64),
     /// Everything up to this WAL position is processed (nothing to publish).
     Processed(u64),
 }
@@ -59,8 +67,8 @@ impl Gate<'_> {
             let xids: Vec<u32> = batch
                 .iter()
                 .filter_map(|step| match step {
-                    Step::Commit { xid, .. } => Some(*xid),
-                    Step::Processed(_) => None,
+                    Step::Commit { xid, .. } | Step::Begin { xid } => Some(*xid),
+                    Step::Slice(_) | Step::End(_) | Step::Processed(_) => None,
                 })
                 .collect();
             if !xids.is_empty() {
@@ -70,19 +78,13 @@ impl Gate<'_> {
             let mut position = *acked.borrow();
             for step in batch.drain(..) {
                 match step {
-                    Step::Commit {
-                        end, mut changes, ..
-                    } => {
-                        // a huge transaction goes in slices, so joins and
-                        // catch-ups are not held up behind all of it
-                        while !changes.is_empty() {
-                            let rest = changes.split_off(changes.len().min(PUBLISH_SLICE));
-                            self.hub.publish(changes);
-                            changes = rest;
-                        }
+                    Step::Commit { end, changes, .. } => {
+                        self.hub.publish(changes);
                         position = position.max(end);
                     }
-                    Step::Processed(lsn) => position = position.max(lsn),
+                    Step::Begin { .. } => {}
+                    Step::Slice(changes) => self.hub.publish(changes),
+                    Step::End(end) | Step::Processed(end) => position = position.max(end),
                 }
             }
             acked.send_replace(position);

@@ -125,6 +125,13 @@ impl TableIndex {
         }
     }
 
+    /// Adds every subscription of the table to `out` (with repeats).
+    pub fn all(&self, out: &mut Vec<SubscriptionId>) {
+        out.extend(self.everything.iter().copied());
+        out.extend(self.by_key.values().flatten().copied());
+        out.extend(self.by_value.values().flatten().copied());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.everything.is_empty() && self.by_key.is_empty() && self.by_value.is_empty()
     }

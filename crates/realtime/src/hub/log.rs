@@ -15,10 +15,14 @@ pub struct Retention {
     pub changes: usize,
     /// Oldest change kept.
     pub age: Duration,
+    /// Most memory the kept changes take (roughly, see [`Change::size`]).
+    pub bytes: usize,
 }
 
 pub struct RetentionLog {
     changes: VecDeque<Arc<Change>>,
+    /// What the kept changes take, by [`Change::size`].
+    bytes: usize,
     /// Every change at or before this cursor may be gone from the log.
     floor: ChangeCursor,
     /// The newest change seen.
@@ -30,6 +34,7 @@ impl RetentionLog {
     pub fn new(retention: Retention) -> RetentionLog {
         RetentionLog {
             changes: VecDeque::new(),
+            bytes: 0,
             floor: ChangeCursor::START,
             head: ChangeCursor::START,
             retention,
@@ -50,9 +55,23 @@ impl RetentionLog {
         self.head
     }
 
+    /// Forgets everything: the stream starts over at `floor` (changes were lost).
+    pub fn restart_at(&mut self, floor: ChangeCursor) {
+        self.changes.clear();
+        self.bytes = 0;
+        self.floor = floor;
+        self.head = floor;
+    }
+
+    /// The oldest change kept.
+    pub fn oldest(&self) -> Option<ChangeCursor> {
+        self.changes.front().map(|c| c.cursor)
+    }
+
     /// Appends a change newer than the head.
     pub fn append(&mut self, change: Arc<Change>) {
         self.head = change.cursor;
+        self.bytes = self.bytes.saturating_add(change.size());
         self.changes.push_back(change);
     }
 
@@ -68,11 +87,13 @@ impl RetentionLog {
         let max_age = i64::try_from(self.retention.age.as_micros()).unwrap_or(i64::MAX);
         while let Some(front) = self.changes.front() {
             let too_many = self.changes.len() > self.retention.changes;
+            let too_big = self.bytes > self.retention.bytes;
             let too_old = now_micros.saturating_sub(front.commit_micros) > max_age;
-            if !too_many && !too_old {
+            if !too_many && !too_big && !too_old {
                 break;
             }
             self.floor = front.cursor;
+            self.bytes = self.bytes.saturating_sub(front.size());
             self.changes.pop_front();
         }
     }

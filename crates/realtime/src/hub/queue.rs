@@ -177,6 +177,12 @@ impl ConnectionHandle {
         self.queue.items().len() < self.limit
     }
 
+    /// Whether the backlog grew far past the limit within one (large)
+    /// transaction: the connection cannot keep up even with that.
+    pub(super) fn is_swamped(&self) -> bool {
+        self.queue.items().len() >= self.limit.saturating_mul(16)
+    }
+
     /// Queues without waiting; false if the connection is gone.
     pub fn push(&self, item: Outbound) -> bool {
         if self.queue.closed.load(Ordering::SeqCst) {
