@@ -249,13 +249,18 @@ impl Client {
         reply
     }
 
-    /// The next message, or None if nothing comes within `wait` or the socket closes.
+    /// The next message (or the close), or None if nothing comes within `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Incoming> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let message = tokio::time::timeout(wait, self.socket.next())
+            let message = match tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .ok()??
-                .ok()?;
+            {
+                Ok(message) => message,
+                // the server closed the connection without a close frame we could read
+                Err(_) => return Some(Incoming::Closed(None)),
+            };
             match message {
                 Message::Text(text) => {
                     let frame =

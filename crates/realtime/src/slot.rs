@@ -144,13 +144,7 @@ pub struct StreamStart {
 /// slot to go with it.
 pub async fn prepare(pool: &PgPool, stream: &str) -> Result<StreamStart, CaptureError> {
     let log = log_slot_name(stream);
-    let stream_state = slot_state(pool, stream).await?;
-    if stream_state.as_ref().is_some_and(|s| s.active) {
-        return Err(CaptureError::Target(format!(
-            "replication slot {stream} is in use by another process; \
-             each app server needs its own (set THREADLINE_REALTIME_SLOT)"
-        )));
-    }
+    let stream_state = inactive_state(pool, stream).await?;
     match slot_state(pool, &log).await? {
         Some(state) if !state.is_lost() => {
             if stream_state.is_some() {
@@ -174,6 +168,22 @@ pub async fn prepare(pool: &PgPool, stream: &str) -> Result<StreamStart, Capture
             Ok(start)
         }
     }
+}
+
+/// A slot's state once no process streams from it: after a crash,
+/// PostgreSQL takes a moment to notice its walsender's client is gone.
+async fn inactive_state(pool: &PgPool, slot: &str) -> Result<Option<SlotState>, CaptureError> {
+    for _ in 0..100 {
+        let state = slot_state(pool, slot).await?;
+        if !state.as_ref().is_some_and(|s| s.active) {
+            return Ok(state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(CaptureError::Target(format!(
+        "replication slot {slot} is in use by another process; \
+         each app server needs its own (set THREADLINE_REALTIME_SLOT)"
+    )))
 }
 
 /// The stream slot's position, made if missing, made anew if lost.
@@ -217,6 +227,14 @@ pub async fn reconnect(pool: &PgPool, stream: &str) -> Result<StreamStart, Captu
         copy_slot(pool, stream, &log).await?;
     }
     Ok(start)
+}
+
+/// Makes the log slot anew from the stream slot (after PostgreSQL
+/// invalidated it): it keeps the WAL from where the stream is now.
+pub async fn renew_log(pool: &PgPool, stream: &str) -> Result<(), CaptureError> {
+    let log = log_slot_name(stream);
+    drop_slot(pool, &log).await?;
+    copy_slot(pool, stream, &log).await
 }
 
 /// Moves the log slot up to `position` (never back): PostgreSQL may then
