@@ -131,6 +131,8 @@ def ms(value):
 
 m = machine()
 latency, fanout, capture, idle, resume, web = (load(n) for n in ('latency', 'fanout', 'capture', 'idle', 'resume', 'web'))
+bigtx, abuse, servers = (load(n) for n in ('bigtx', 'abuse', 'servers'))
+abuse_lat = abuse['latency'] or {}
 lat = latency['latency'] or {}
 idle_bytes = idle['bytes_per_idle_connection'] or 0
 resume_ok = resume['checked'].startswith(str(resume['changes_written']))
@@ -150,6 +152,12 @@ rows = [
      else False),
     ('resume: a client 100,000 changes behind', 'catches up without a gap',
      f"{resume['messages_delivered']:,} changes in {resume['seconds']:.1f} s, no gap" if resume_ok else resume['checked'], resume_ok),
+    ('big transaction: 1,000,000 changed rows in one commit', 'captured and delivered; memory does not grow with it',
+     f"peak server RSS {bigtx.get('server_peak_rss_mb') or 0:,.0f} MB; {bigtx['changes_captured']:,} captured in {bigtx['seconds']:.1f} s",
+     bigtx['changes_captured'] >= bigtx['changes_written'] and (bigtx.get('server_peak_rss_mb') or 1e9) < 600),
+    ('isolation: one user at every cap, others measured', 'others\' p99 ≤ 10 ms',
+     f"others p50 {ms(abuse_lat.get('p50_ms', 0))}, p99 {ms(abuse_lat.get('p99_ms', 0))} (baseline p50 {ms(lat.get('p50_ms', 0))}, p99 {ms(lat.get('p99_ms', 0))})",
+     abuse_lat.get('p99_ms', 99) <= 10),
     ('bundle: release Wasm', '≤ 250 KB gzip',
      f"{web['wasm_gzip'] / 1024:.0f} KB gzip ({web['wasm_raw'] / 1024:.0f} KB raw)", web['wasm_gzip'] <= 250 * 1024),
     ('SSR `/orders` with 100 orders', 'p50 ≤ 5 ms',
@@ -211,6 +219,21 @@ if idle['subscribers'] < 20_000:
              'memory per connection is flat in the count.')
 w(scenario(idle, bound))
 w(scenario(resume))
+w(scenario(bigtx, 'One transaction updates every bench order 1,000 times (1,000,000 changed rows); the capture streams '
+  'it to the hub in slices once it is visible instead of holding it whole, and the retention log keeps its budget '
+  '(250,000 changes here), so memory is bounded whatever the size of a transaction. "Peak RSS" is the server\'s '
+  'high-water mark since it started.'))
+w(scenario(abuse, 'buyer@ opens connections and channels of 17 bindings on every table as fast as the server lets it, '
+  'until the per-user caps refuse (default caps); latency is of the other users\' subscribers only, to set beside '
+  'the latency scenario\'s baseline above.'))
+w('### servers\n')
+w(f"{servers['checked']}. The same stream of commits ({servers['target_rate_per_s']:,}/s for "
+  f"{servers['seconds']:.0f} s) with 1, 2 and 4 app servers on one PostgreSQL, each with its own slots:\n")
+w('| app servers | PostgreSQL CPU | app servers\' CPU (together) | changes/s |')
+w('|---|---|---|---|')
+for c in servers.get('server_costs', []):
+    w(f"| {c['servers']} | {c['postgres_cpu_percent']:.0f}% of a core | {c['app_servers_cpu_percent']:.0f}% | {c['changes_per_s']:,.0f} |")
+w('')
 
 totals, code = ({}, 0)
 named = os.path.join(root, 'target/wasm32-unknown-unknown/wasm-release/threadline.wasm')

@@ -158,6 +158,7 @@ impl Settings {
             "THREADLINE_RETENTION_MINUTES",
             &mut r.retention_minutes,
         )?;
+        override_from(&var, "THREADLINE_RETENTION_MB", &mut r.retention_mb)?;
         override_from(&var, "THREADLINE_QUEUE_SIZE", &mut r.queue_size)?;
         override_from(
             &var,

@@ -1,5 +1,5 @@
 pub const USAGE: &str =
-    "usage: threadline-loadgen --scenario <latency|fanout|capture|idle|resume|abuse> --database-url <url>
+    "usage: threadline-loadgen --scenario <latency|fanout|capture|idle|resume|abuse|servers> --database-url <url>
   [--server <path>]      server binary to start (default target/release/threadline)
   [--url <http://…>]     target a running server instead (no CPU/RSS figures)
   [--port <n>]           port for the started server (default 3300)
@@ -19,6 +19,8 @@ pub enum Scenario {
     Resume,
     /// One user takes all the caps allow; the others' latency.
     Abuse,
+    /// What each extra app server costs PostgreSQL.
+    Servers,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +63,7 @@ impl Args {
             Some("capture") => Scenario::Capture,
             Some("idle") => Scenario::Idle,
             Some("abuse") => Scenario::Abuse,
+            Some("servers") => Scenario::Servers,
             Some("resume") => Scenario::Resume,
             Some(other) => return Err(format!("unknown scenario {other:?}")),
             None => return Err("--scenario is required".into()),
@@ -72,6 +75,7 @@ impl Args {
             Scenario::Idle => (20_000, 0, 0),
             Scenario::Resume => (1, 0, 100_000),
             Scenario::Abuse => (1_000, 1_000, 0),
+            Scenario::Servers => (0, 1_000, 0),
         };
         let known = [
             "scenario",

@@ -13,6 +13,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(args: &crate::args::Args) -> Result<Server, String> {
+        Self::start_on(args, args.port, "threadline_loadgen").await
+    }
+
+    /// A server of the generator's on `port`, streaming with slot `slot`.
+    pub async fn start_on(
+        args: &crate::args::Args,
+        port: u16,
+        slot: &str,
+    ) -> Result<Server, String> {
         if let Some(url) = &args.url {
             let server = Server {
                 base: url.trim_end_matches('/').to_string(),
@@ -33,8 +42,8 @@ impl Server {
         let child = command
             .arg("serve")
             .env("DATABASE_URL", &args.database_url)
-            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{}", args.port))
-            .env("THREADLINE_REALTIME_SLOT", "threadline_loadgen")
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("THREADLINE_REALTIME_SLOT", slot)
             .env("THREADLINE_RETENTION_CHANGES", "250000")
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
@@ -56,7 +65,7 @@ impl Server {
                 )
             })?;
         let server = Server {
-            base: format!("http://127.0.0.1:{}", args.port),
+            base: format!("http://127.0.0.1:{port}"),
             child: Some(child),
         };
         server.wait_healthy().await?;
@@ -117,10 +126,11 @@ impl Server {
     }
 }
 
-/// CPU time (seconds) and resident memory (bytes) of a process.
+/// CPU time (seconds) and resident memory (bytes, now and at its peak) of a process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
     pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
     pub rss_bytes: u64,
 }
 
@@ -131,17 +141,33 @@ pub fn usage(pid: Option<u32>) -> Option<Usage> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
     Some(Usage {
         cpu_seconds: ticks / 100.0,
-        rss_bytes: rss_kb * 1024,
+        rss_bytes: field("VmRSS:")? * 1024,
+        peak_rss_bytes: field("VmHWM:").unwrap_or(0) * 1024,
     })
+}
+
+/// CPU seconds used so far by PostgreSQL's processes of the cluster `pool`
+/// is on (its backends, walsenders and background processes), by pid.
+pub async fn postgres_cpu(pool: &sqlx::PgPool) -> std::collections::HashMap<u32, f64> {
+    let pids: Vec<i32> = sqlx::query_scalar("select pid from pg_stat_activity")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+    pids.into_iter()
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .filter_map(|pid| Some((pid, usage(Some(pid))?.cpu_seconds)))
+        .collect()
 }
 
 /// Usage over a window: CPU as percent of one core.
@@ -160,6 +186,10 @@ impl Window {
             server: pid.and_then(|p| usage(Some(p))),
             generator: usage(None),
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     /// (server CPU %, server RSS, generator CPU %, generator RSS)

@@ -26,11 +26,25 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub server_cpu_percent: Option<f64>,
     pub server_rss_mb: Option<f64>,
+    /// The server's largest resident memory since it started.
+    pub server_peak_rss_mb: Option<f64>,
     pub bytes_per_idle_connection: Option<f64>,
     pub generator_cpu_percent: Option<f64>,
     pub generator_rss_mb: Option<f64>,
     /// What was checked, e.g. "100000 changes in order, no gap".
     pub checked: String,
+    /// The servers scenario: PostgreSQL's and the app servers' CPU by number of servers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_costs: Vec<ServerCost>,
+}
+
+/// CPU, as percent of one core, with `servers` app servers capturing.
+#[derive(Debug, Default, Serialize)]
+pub struct ServerCost {
+    pub servers: usize,
+    pub postgres_cpu_percent: f64,
+    pub app_servers_cpu_percent: f64,
+    pub changes_per_s: f64,
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::args::{Args, Scenario};
 use crate::data::{self, USERS};
 use crate::process::{Server, Window};
-use crate::report::{Latency, Report};
+use crate::report::{Latency, Report, ServerCost};
 use crate::subscriber::{Stats, Subscriber};
 
 pub async fn run(args: &Args) -> Result<Report, String> {
@@ -29,6 +29,7 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         Scenario::Idle => idle(args, &server, &pool).await,
         Scenario::Resume => resume(args, &server, &pool).await,
         Scenario::Abuse => abuse(args, &server, &pool).await,
+        Scenario::Servers => servers(args, &server, &pool).await,
     };
     server.stop().await;
     result
@@ -129,6 +130,10 @@ async fn settle(stats: &Stats, quiet: Duration, limit: Duration) {
 
 fn finish(report: &mut Report, window: &Window) {
     let (server_cpu, server_rss, generator_cpu, generator_rss) = window.end();
+    report.server_peak_rss_mb = window
+        .pid()
+        .and_then(|pid| crate::process::usage(Some(pid)))
+        .map(|u| u.peak_rss_bytes as f64 / 1_048_576.0);
     report.server_cpu_percent = server_cpu;
     report.server_rss_mb = server_rss.map(|b| b as f64 / 1_048_576.0);
     report.generator_cpu_percent = generator_cpu;
@@ -537,5 +542,83 @@ async fn abuse(args: &Args, server: &Server, pool: &PgPool) -> Result<Report, St
     );
     held.into_iter().for_each(Subscriber::close);
     subscribers.into_iter().for_each(Subscriber::close);
+    Ok(report)
+}
+
+/// The same steady stream of commits with 1, 2 and 4 app servers capturing
+/// (each its own slots): the CPU PostgreSQL spends (a walsender decoding the
+/// whole WAL for each server, and each server's log slot advancing), and the
+/// app servers' own.
+async fn servers(args: &Args, first: &Server, pool: &PgPool) -> Result<Report, String> {
+    let visible = data::bench_orders(pool).await?;
+    let orders: Vec<Uuid> = visible["admin@sleek.test"].clone();
+    let mut costs = Vec::new();
+    let mut extra: Vec<Server> = Vec::new();
+    for count in [1usize, 2, 4] {
+        while extra.len() + 1 < count {
+            let n = extra.len() + 1;
+            let port = args.port.saturating_add(u16::try_from(n).unwrap_or(0));
+            extra.push(Server::start_on(args, port, &format!("threadline_loadgen_{n}")).await?);
+        }
+        // let every capture settle before measuring
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = crate::process::postgres_cpu(pool).await;
+        let pids: Vec<Option<u32>> = std::iter::once(first.pid())
+            .chain(extra.iter().map(Server::pid))
+            .collect();
+        let app_before: Vec<f64> = pids
+            .iter()
+            .map(|pid| crate::process::usage(*pid).map_or(0.0, |u| u.cpu_seconds))
+            .collect();
+        let start = Instant::now();
+        let written = data::write_at_rate(pool, orders.clone(), args.rate, args.duration).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seconds = start.elapsed().as_secs_f64();
+        let after = crate::process::postgres_cpu(pool).await;
+        let postgres: f64 = after
+            .iter()
+            .map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        let app: f64 = pids
+            .iter()
+            .zip(&app_before)
+            .map(|(pid, before)| {
+                crate::process::usage(*pid).map_or(0.0, |u| u.cpu_seconds) - before
+            })
+            .sum();
+        costs.push(ServerCost {
+            servers: count,
+            postgres_cpu_percent: postgres / seconds * 100.0,
+            app_servers_cpu_percent: app / seconds * 100.0,
+            changes_per_s: written as f64 / args.duration.max(1) as f64,
+        });
+    }
+    for server in extra {
+        server.stop().await;
+    }
+    let _ = sqlx::query(
+        "select pg_drop_replication_slot(slot_name) from pg_replication_slots \
+         where slot_name like 'threadline\\_loadgen\\_%' and not active",
+    )
+    .execute(pool)
+    .await;
+    let per_server = match (costs.first(), costs.last()) {
+        (Some(one), Some(four)) if four.servers > one.servers => {
+            (four.postgres_cpu_percent - one.postgres_cpu_percent)
+                / (four.servers - one.servers) as f64
+        }
+        _ => 0.0,
+    };
+    let report = Report {
+        scenario: "servers".into(),
+        target_rate_per_s: args.rate,
+        seconds: args.duration as f64,
+        checked: format!(
+            "each extra app server costs PostgreSQL about {per_server:.1}% of a core at {} changes/s",
+            args.rate
+        ),
+        server_costs: costs,
+        ..Report::default()
+    };
     Ok(report)
 }
