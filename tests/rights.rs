@@ -653,6 +653,7 @@ async fn the_polling_fallback_follows_the_same_rights(pool: PgPool) {
                                 schema: "public".into(),
                                 table: Some("orders".into()),
                                 filter: None,
+                                select: None,
                             }],
                             cursor: Some(start),
                         }],

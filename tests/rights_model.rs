@@ -583,6 +583,7 @@ async fn randomized_rights_never_leak_and_never_drop(pool: PgPool) {
                                 schema: "public".into(),
                                 table: Some("orders".into()),
                                 filter: None,
+                                select: None,
                             }],
                             cursor: Some(cursor),
                         }],

@@ -153,7 +153,7 @@ impl Change {
             moved_out_json: OnceLock::new(),
         };
         if kind != ChangeKind::Truncate {
-            change.data_json = change.render_data(Visibility::Full);
+            change.data_json = change.render_data(Visibility::Full, None);
         }
         change
     }
@@ -224,16 +224,28 @@ impl Change {
         Some((self.table.columns[index].type_name.as_str(), value))
     }
 
-    /// The payload of the `postgres_changes` event for the given binding ids.
-    pub fn payload_json(&self, ids: &[u64], visibility: Visibility) -> String {
-        let data = match visibility {
-            Visibility::Full => &self.data_json,
-            Visibility::MovedIn => self
+    /// The payload of the `postgres_changes` event for the given binding
+    /// ids; `select`: only these columns (made for each use, the whole
+    /// row's is made once and shared).
+    pub fn payload_json(
+        &self,
+        ids: &[u64],
+        visibility: Visibility,
+        select: Option<&[String]>,
+    ) -> String {
+        let selected;
+        let data = match (visibility, select) {
+            (_, Some(select)) => {
+                selected = self.render_data(visibility, Some(select));
+                &selected
+            }
+            (Visibility::Full, None) => &self.data_json,
+            (Visibility::MovedIn, None) => self
                 .moved_in_json
-                .get_or_init(|| self.render_data(Visibility::MovedIn)),
-            Visibility::MovedOut => self
+                .get_or_init(|| self.render_data(Visibility::MovedIn, None)),
+            (Visibility::MovedOut, None) => self
                 .moved_out_json
-                .get_or_init(|| self.render_data(Visibility::MovedOut)),
+                .get_or_init(|| self.render_data(Visibility::MovedOut, None)),
         };
         let mut out = String::with_capacity(data.len() + 64);
         out.push_str("{\"ids\":[");
@@ -251,7 +263,7 @@ impl Change {
         out
     }
 
-    fn render_data(&self, visibility: Visibility) -> String {
+    fn render_data(&self, visibility: Visibility, select: Option<&[String]>) -> String {
         let (kind, _) = self.seen_as(visibility);
         let mut out = String::with_capacity(256);
         out.push_str("{\"schema\":");
@@ -266,22 +278,25 @@ impl Change {
         out.push_str(&self.table.columns_json);
         if let (ChangeKind::Insert | ChangeKind::Update, Some(row)) = (kind, &self.new) {
             out.push_str(",\"record\":");
-            self.render_row(row, false, &mut out);
+            self.render_row(row, false, select, &mut out);
         }
         if let (ChangeKind::Update | ChangeKind::Delete, Some(row)) = (kind, &self.old) {
             out.push_str(",\"old_record\":");
-            self.render_row(row, visibility != Visibility::Full, &mut out);
+            self.render_row(row, visibility != Visibility::Full, select, &mut out);
         }
         out.push_str(",\"errors\":null}");
         out
     }
 
-    /// A row as a JSON object; `key_only`: just its primary key.
-    fn render_row(&self, row: &Row, key_only: bool, out: &mut String) {
+    /// A row as a JSON object; `key_only`: just its primary key; `select`:
+    /// only these columns.
+    fn render_row(&self, row: &Row, key_only: bool, select: Option<&[String]>, out: &mut String) {
         out.push('{');
         let mut first = true;
         for (i, (column, value)) in self.table.columns.iter().zip(row).enumerate() {
-            if key_only && !self.table.primary_key.contains(&i) {
+            if (key_only && !self.table.primary_key.contains(&i))
+                || select.is_some_and(|s| !s.contains(&column.name))
+            {
                 continue;
             }
             if !first {
@@ -402,7 +417,7 @@ mod tests {
             buyer_audience,
         );
         let payload: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[7, 9], Visibility::Full))
+            serde_json::from_str(&change.payload_json(&[7, 9], Visibility::Full, None))
                 .unwrap_or_default();
         assert_eq!(payload["ids"], serde_json::json!([7, 9]));
         assert_eq!(payload["cursor"], "00000000:10/0");
@@ -453,7 +468,8 @@ mod tests {
             buyer_audience,
         );
         let raw: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[4], Visibility::Full)).unwrap_or_default();
+            serde_json::from_str(&change.payload_json(&[4], Visibility::Full, None))
+                .unwrap_or_default();
         let parsed: Result<ChangeEvent, _> = serde_json::from_value(raw.clone());
         let Ok(parsed) = parsed else {
             panic!("the payload does not parse as a ChangeEvent: {raw}");
@@ -514,7 +530,8 @@ mod tests {
         assert_eq!(change.after, None);
         assert_eq!(change.field("quantity"), Some(("int4", Some("3"))));
         let payload: serde_json::Value =
-            serde_json::from_str(&change.payload_json(&[1], Visibility::Full)).unwrap_or_default();
+            serde_json::from_str(&change.payload_json(&[1], Visibility::Full, None))
+                .unwrap_or_default();
         assert!(payload["data"].get("record").is_none());
         assert_eq!(payload["data"]["old_record"]["quantity"], 3);
     }
@@ -556,7 +573,8 @@ mod tests {
 
         let data = |visibility| {
             let payload: serde_json::Value =
-                serde_json::from_str(&change.payload_json(&[1], visibility)).unwrap_or_default();
+                serde_json::from_str(&change.payload_json(&[1], visibility, None))
+                    .unwrap_or_default();
             payload["data"].clone()
         };
         let moved_out = data(Visibility::MovedOut);

@@ -274,7 +274,7 @@ impl Realtime {
                             events: changes
                                 .iter()
                                 .filter(|d| d.change.kind != ChangeKind::Truncate)
-                                .map(|d| d.change.payload_json(&d.ids, d.visibility))
+                                .map(|d| d.payload_json())
                                 .collect(),
                             cursor: position,
                             reset: truncated,

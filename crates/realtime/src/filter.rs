@@ -1,12 +1,28 @@
-//! Subscription filters in the Supabase grammar: `column=op.value`, with
-//! `eq, neq, lt, lte, gt, gte, in.(a,b)`. Several conditions joined by `&` must
-//! all hold. Values compare by the column's type (numbers as numbers,
-//! timestamps as instants, booleans, text byte-wise), and SQL NULL matches
-//! nothing, as in a `WHERE` clause.
+//! Subscription filters in the grammar realtime-js's `postgresChangesFilter()`
+//! writes (PostgREST's): `column=op.value` conditions joined by `,` (or
+//! `&`), all of which must hold. Operators: `eq, neq, lt, lte, gt, gte,
+//! in.(a,b), like, ilike, is, match, imatch, isdistinct`, each optionally
+//! after `not.`. Values holding `,` `(` `)` `"` `\` or surrounding spaces
+//! are double-quoted, with `\"` and `\\` inside.
+//!
+//! A filter is checked against its table when a client joins (unknown
+//! columns, values that do not fit the column's type, patterns on columns
+//! that are not text, bad regular expressions: all refused with a reason),
+//! then matched in memory against every change, as PostgreSQL would in a
+//! `WHERE` clause: values compare by the column's type, and NULL makes a
+//! comparison unknown, which no condition (negated or not) passes; `is`
+//! and `isdistinct` are the NULL-safe ones.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+
+mod grammar;
+mod value;
+
+pub use grammar::{MAX_CONDITIONS, MAX_FILTER_LEN};
+use value::{Value, value};
+pub use value::{ValueKind, parse_timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterOp {
@@ -17,29 +33,64 @@ pub enum FilterOp {
     Gt,
     Gte,
     In,
+    Like,
+    Ilike,
+    Is,
+    Match,
+    Imatch,
+    IsDistinct,
 }
 
 impl FilterOp {
+    const ALL: [(&'static str, FilterOp); 13] = [
+        ("eq", FilterOp::Eq),
+        ("neq", FilterOp::Neq),
+        ("lt", FilterOp::Lt),
+        ("lte", FilterOp::Lte),
+        ("gt", FilterOp::Gt),
+        ("gte", FilterOp::Gte),
+        ("in", FilterOp::In),
+        ("like", FilterOp::Like),
+        ("ilike", FilterOp::Ilike),
+        ("is", FilterOp::Is),
+        ("match", FilterOp::Match),
+        ("imatch", FilterOp::Imatch),
+        ("isdistinct", FilterOp::IsDistinct),
+    ];
+    const NAMES: &'static str =
+        "eq, neq, lt, lte, gt, gte, in, like, ilike, is, match, imatch or isdistinct";
+
     fn parse(text: &str) -> Option<FilterOp> {
-        Some(match text {
-            "eq" => FilterOp::Eq,
-            "neq" => FilterOp::Neq,
-            "lt" => FilterOp::Lt,
-            "lte" => FilterOp::Lte,
-            "gt" => FilterOp::Gt,
-            "gte" => FilterOp::Gte,
-            "in" => FilterOp::In,
-            _ => return None,
-        })
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, op)| *op)
     }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, op)| *op == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
+/// A value as written: `quoted` ones are always text (a quoted `"null"` is
+/// the word, a bare `null` after `is` or `isdistinct` is SQL NULL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Literal {
+    pub text: String,
+    pub quoted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
     pub column: String,
+    /// Written after `not.`.
+    pub negated: bool,
     pub op: FilterOp,
     /// One value, or the list of `in`.
-    pub values: Vec<String>,
+    pub values: Vec<Literal>,
 }
 
 /// A parsed filter; the empty filter matches every row.
@@ -63,228 +114,39 @@ impl FromStr for SubscriptionFilter {
     type Err = FilterError;
 
     fn from_str(text: &str) -> Result<Self, FilterError> {
-        let text = text.trim();
-        if text.is_empty() {
+        if text.trim().is_empty() {
             return Ok(SubscriptionFilter::default());
         }
-        if text.len() > 4096 {
-            return Err(FilterError("longer than 4096 characters".into()));
+        if text.len() > MAX_FILTER_LEN {
+            return Err(FilterError(format!(
+                "longer than {MAX_FILTER_LEN} characters"
+            )));
         }
-        let conditions = text
-            .split('&')
-            .map(parse_condition)
-            .collect::<Result<Vec<_>, _>>()?;
-        if conditions.len() > 16 {
-            return Err(FilterError("more than 16 conditions".into()));
+        let parts = grammar::split_conditions(text)?;
+        if parts.len() > MAX_CONDITIONS {
+            return Err(FilterError(format!(
+                "more than {MAX_CONDITIONS} conditions"
+            )));
         }
+        let conditions = parts
+            .into_iter()
+            .map(|part| {
+                let (column, negated, op, values) = grammar::parse_condition(part)?;
+                Ok(Condition {
+                    column,
+                    negated,
+                    op,
+                    values,
+                })
+            })
+            .collect::<Result<Vec<_>, FilterError>>()?;
         Ok(SubscriptionFilter { conditions })
     }
 }
 
-fn parse_condition(text: &str) -> Result<Condition, FilterError> {
-    let (column, rest) = text
-        .split_once('=')
-        .ok_or_else(|| FilterError(format!("{text:?} is not column=op.value")))?;
-    let column = column.trim();
-    if column.is_empty()
-        || !column
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(FilterError(format!("{column:?} is not a column name")));
-    }
-    let (op, value) = rest
-        .split_once('.')
-        .ok_or_else(|| FilterError(format!("{rest:?} is not op.value")))?;
-    let op = FilterOp::parse(op).ok_or_else(|| {
-        FilterError(format!(
-            "unknown operator {op:?} (use eq, neq, lt, lte, gt, gte or in)"
-        ))
-    })?;
-    let values = if op == FilterOp::In {
-        parse_list(value)?
-    } else {
-        vec![value.to_string()]
-    };
-    Ok(Condition {
-        column: column.to_string(),
-        op,
-        values,
-    })
-}
-
-/// `(a,b,"c,d")`: a parenthesized list, items optionally double-quoted.
-fn parse_list(text: &str) -> Result<Vec<String>, FilterError> {
-    let inner = text
-        .strip_prefix('(')
-        .and_then(|t| t.strip_suffix(')'))
-        .ok_or_else(|| FilterError(format!("in expects a list like (a,b), got {text:?}")))?;
-    let mut items = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                current.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => items.push(std::mem::take(&mut current).trim().to_string()),
-            c => current.push(c),
-        }
-    }
-    if quoted {
-        return Err(FilterError(format!("unclosed quote in {text:?}")));
-    }
-    items.push(current.trim().to_string());
-    if items.len() > 100 {
-        return Err(FilterError("in lists are limited to 100 values".into()));
-    }
-    Ok(items)
-}
-
-/// How values of a PostgreSQL type compare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueKind {
-    Integer,
-    Float,
-    Bool,
-    Timestamp,
-    Uuid,
-    Text,
-}
-
-impl ValueKind {
-    pub fn of(type_name: &str) -> ValueKind {
-        match type_name {
-            "int2" | "int4" | "int8" | "oid" => ValueKind::Integer,
-            "float4" | "float8" | "numeric" => ValueKind::Float,
-            "bool" => ValueKind::Bool,
-            "timestamptz" | "timestamp" => ValueKind::Timestamp,
-            "uuid" => ValueKind::Uuid,
-            _ => ValueKind::Text,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, PartialOrd)]
-enum Value<'a> {
-    Integer(i128),
-    Float(f64),
-    Bool(bool),
-    /// Microseconds since the Unix epoch, UTC.
-    Timestamp(i128),
-    Text(std::borrow::Cow<'a, str>),
-}
-
-fn value(kind: ValueKind, text: &str) -> Option<Value<'_>> {
-    Some(match kind {
-        ValueKind::Integer => Value::Integer(text.trim().parse().ok()?),
-        ValueKind::Float => Value::Float(text.trim().parse().ok().filter(|f: &f64| !f.is_nan())?),
-        ValueKind::Bool => Value::Bool(match text.trim() {
-            "t" | "true" | "TRUE" | "True" => true,
-            "f" | "false" | "FALSE" | "False" => false,
-            _ => return None,
-        }),
-        ValueKind::Timestamp => Value::Timestamp(parse_timestamp(text)?),
-        ValueKind::Uuid if is_uuid(text) && text.bytes().any(|b| b.is_ascii_uppercase()) => {
-            Value::Text(text.to_ascii_lowercase().into())
-        }
-        ValueKind::Uuid if is_uuid(text) => Value::Text(text.into()),
-        ValueKind::Uuid => return None,
-        ValueKind::Text => Value::Text(text.into()),
-    })
-}
-
-fn is_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
-/// Microseconds since the Unix epoch of a timestamp in PostgreSQL's ISO
-/// output (`2026-11-25 10:00:00.5+00`) or RFC 3339 (`2026-11-25T10:00:00.5Z`);
-/// without an offset, UTC. `None` for anything else.
-pub fn parse_timestamp(text: &str) -> Option<i128> {
-    let text = text.trim();
-    // every valid spelling is ASCII, so the splits below fall on characters
-    if !text.is_ascii() {
-        return None;
-    }
-    let date_end = text.find(['T', ' ']).unwrap_or(text.len());
-    let (date, rest) = text.split_at(date_end);
-    let mut parts = date.splitn(3, '-');
-    let (year, month, day): (i32, u8, u8) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    let date =
-        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
-    let rest = rest.get(1..).unwrap_or("");
-    let offset_at = rest.find(['+', '-', 'Z']).unwrap_or(rest.len());
-    let (clock, offset) = rest.split_at(offset_at);
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut hms_parts = hms.splitn(3, ':');
-    let mut number = |default: u8| -> Option<u8> {
-        match hms_parts.next() {
-            None | Some("") => Some(default),
-            Some(digits) if digits.len() <= 2 => digits.parse().ok(),
-            Some(_) => None,
-        }
-    };
-    let (hour, minute, second) = (number(0)?, number(0)?, number(0)?);
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let digits = fraction.get(..fraction.len().min(6)).unwrap_or("");
-    let micros: u32 = if digits.is_empty() {
-        0
-    } else {
-        let scale = 10u32.checked_pow(u32::try_from(6 - digits.len()).ok()?)?;
-        digits.parse::<u32>().ok()?.checked_mul(scale)?
-    };
-    let time = time::Time::from_hms_micro(hour, minute, second, micros).ok()?;
-    let offset_seconds = parse_offset(offset)?;
-    let local = time::PrimitiveDateTime::new(date, time).assume_utc();
-    Some(local.unix_timestamp_nanos() / 1000 - i128::from(offset_seconds) * 1_000_000)
-}
-
-/// `""`, `Z`, or `±HH`, `±HHMM`, `±HH:MM`, `±HH:MM:SS`, in seconds east of UTC.
-fn parse_offset(offset: &str) -> Option<i32> {
-    let (sign, digits) = match offset.as_bytes().first() {
-        None => return Some(0),
-        Some(b'Z') if offset.len() == 1 => return Some(0),
-        Some(b'+') => (1, &offset[1..]),
-        Some(b'-') => (-1, &offset[1..]),
-        Some(_) => return None,
-    };
-    let mut fields = [0i32; 3];
-    let parts: Vec<&str> = if digits.contains(':') {
-        digits.split(':').collect()
-    } else if digits.len() == 4 {
-        vec![&digits[..2], &digits[2..]]
-    } else {
-        vec![digits]
-    };
-    if parts.is_empty() || parts.len() > 3 {
-        return None;
-    }
-    for (field, part) in fields.iter_mut().zip(&parts) {
-        if part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *field = part.parse().ok()?;
-    }
-    let [hours, minutes, seconds] = fields;
-    if hours > 15 || minutes > 59 || seconds > 59 {
-        return None;
-    }
-    Some(sign * (hours * 3600 + minutes * 60 + seconds))
-}
+/// Regular expressions are compiled within these bounds (a pattern that
+/// needs more is refused).
+const REGEX_SIZE_LIMIT: usize = 1 << 18;
 
 impl SubscriptionFilter {
     pub fn is_empty(&self) -> bool {
@@ -292,8 +154,8 @@ impl SubscriptionFilter {
     }
 
     /// Checks the filter against a table's columns (name → type) and parses
-    /// its values once: every column must exist and every value must be
-    /// valid for its type.
+    /// its values once: every column must exist, every value must be valid
+    /// for its type, and every operator must apply to it.
     pub fn compile<'a>(
         &self,
         columns: impl Fn(&str) -> Option<&'a str>,
@@ -305,24 +167,11 @@ impl SubscriptionFilter {
                 let type_name = columns(&condition.column).ok_or_else(|| {
                     FilterError(format!("there is no column {:?}", condition.column))
                 })?;
-                let kind = ValueKind::of(type_name);
-                let values = condition
-                    .values
-                    .iter()
-                    .map(|v| {
-                        value(kind, v).map(Value::into_owned).ok_or_else(|| {
-                            FilterError(format!(
-                                "{v:?} is not a valid {type_name} for column {:?}",
-                                condition.column
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(CompiledCondition {
                     column: condition.column.clone(),
-                    kind,
-                    op: condition.op,
-                    values,
+                    kind: ValueKind::of(type_name),
+                    negated: condition.negated,
+                    test: Test::compile(condition, type_name)?,
                 })
             })
             .collect::<Result<Vec<_>, FilterError>>()?;
@@ -338,8 +187,8 @@ impl SubscriptionFilter {
     }
 }
 
-/// A filter checked against its table, with its values parsed: what the
-/// server matches every change against.
+/// A filter checked against its table, with its values parsed and its
+/// patterns compiled: what the server matches every change against.
 #[derive(Clone, Debug, Default)]
 pub struct CompiledFilter {
     conditions: Vec<CompiledCondition>,
@@ -349,8 +198,176 @@ pub struct CompiledFilter {
 struct CompiledCondition {
     column: String,
     kind: ValueKind,
-    op: FilterOp,
-    values: Vec<Value<'static>>,
+    negated: bool,
+    test: Test,
+}
+
+/// What one condition checks, ready to run.
+#[derive(Clone, Debug)]
+enum Test {
+    /// `eq, neq, lt, lte, gt, gte`: the comparison's outcome must be one of these.
+    Compare(&'static [Ordering], Value<'static>),
+    In(Vec<Value<'static>>),
+    /// `like, ilike, match, imatch`, as one regular expression.
+    Pattern(regex::Regex),
+    IsNull,
+    /// `is.true`, `is.false`.
+    IsBool(bool),
+    /// `is.unknown`: a NULL boolean.
+    IsUnknown,
+    /// `isdistinct`: NULL-safe inequality (`None`: distinct from NULL).
+    Distinct(Option<Value<'static>>),
+}
+
+fn parse_value(
+    kind: ValueKind,
+    literal: &Literal,
+    type_name: &str,
+    column: &str,
+) -> Result<Value<'static>, FilterError> {
+    value(kind, &literal.text)
+        .map(Value::into_owned)
+        .ok_or_else(|| {
+            let hint = if literal.text == "null" && !literal.quoted {
+                " (for NULL use is.null or isdistinct.null)"
+            } else {
+                ""
+            };
+            FilterError(format!(
+                "{:?} is not a valid {type_name} for column {column:?}{hint}",
+                literal.text
+            ))
+        })
+}
+
+impl Test {
+    fn compile(condition: &Condition, type_name: &str) -> Result<Test, FilterError> {
+        let kind = ValueKind::of(type_name);
+        let column = condition.column.as_str();
+        let first = condition
+            .values
+            .first()
+            .ok_or_else(|| FilterError(format!("no value for column {column:?}")))?;
+        let scalar = || parse_value(kind, first, type_name, column);
+        use Ordering::{Equal, Greater, Less};
+        Ok(match condition.op {
+            FilterOp::Eq => Test::Compare(&[Equal], scalar()?),
+            FilterOp::Neq => Test::Compare(&[Less, Greater], scalar()?),
+            FilterOp::Lt => Test::Compare(&[Less], scalar()?),
+            FilterOp::Lte => Test::Compare(&[Less, Equal], scalar()?),
+            FilterOp::Gt => Test::Compare(&[Greater], scalar()?),
+            FilterOp::Gte => Test::Compare(&[Greater, Equal], scalar()?),
+            FilterOp::In => Test::In(
+                condition
+                    .values
+                    .iter()
+                    .map(|v| parse_value(kind, v, type_name, column))
+                    .collect::<Result<_, _>>()?,
+            ),
+            FilterOp::Like | FilterOp::Ilike | FilterOp::Match | FilterOp::Imatch => {
+                if kind != ValueKind::Text {
+                    return Err(FilterError(format!(
+                        "{} needs a text column; {column:?} is {type_name}",
+                        condition.op.name()
+                    )));
+                }
+                let (source, case_insensitive) = match condition.op {
+                    FilterOp::Like => (like_to_regex(&first.text), false),
+                    FilterOp::Ilike => (like_to_regex(&first.text), true),
+                    FilterOp::Imatch => (first.text.clone(), true),
+                    _ => (first.text.clone(), false),
+                };
+                let pattern = regex::RegexBuilder::new(&source)
+                    .case_insensitive(case_insensitive)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| {
+                        FilterError(format!(
+                            "{:?} is not a pattern this server can match for column {column:?}: {}",
+                            first.text,
+                            e.to_string().lines().last().unwrap_or("invalid")
+                        ))
+                    })?;
+                Test::Pattern(pattern)
+            }
+            FilterOp::Is => match (first.quoted, first.text.to_ascii_lowercase().as_str()) {
+                (false, "null") => Test::IsNull,
+                (false, "true") if kind == ValueKind::Bool => Test::IsBool(true),
+                (false, "false") if kind == ValueKind::Bool => Test::IsBool(false),
+                (false, "unknown") if kind == ValueKind::Bool => Test::IsUnknown,
+                (false, "true" | "false" | "unknown") => {
+                    return Err(FilterError(format!(
+                        "is.{} needs a boolean column; {column:?} is {type_name}",
+                        first.text
+                    )));
+                }
+                _ => {
+                    return Err(FilterError(format!(
+                        "is takes null, true, false or unknown, not {:?}",
+                        first.text
+                    )));
+                }
+            },
+            FilterOp::IsDistinct if !first.quoted && first.text == "null" => Test::Distinct(None),
+            FilterOp::IsDistinct => Test::Distinct(Some(scalar()?)),
+        })
+    }
+
+    /// The condition's truth for a value (`None` for NULL): `None` when
+    /// unknown, as SQL's three-valued logic has it.
+    fn eval(&self, kind: ValueKind, actual: Option<&str>) -> Option<bool> {
+        fn typed(kind: ValueKind, text: &str) -> Option<Value<'_>> {
+            value(kind, text)
+        }
+        let typed = |text| typed(kind, text);
+        match self {
+            Test::IsNull => Some(actual.is_none()),
+            Test::IsUnknown => Some(actual.is_none()),
+            Test::IsBool(wanted) => Some(actual.and_then(typed) == Some(Value::Bool(*wanted))),
+            Test::Distinct(expected) => Some(match (actual, expected) {
+                (None, None) => false,
+                (None, Some(_)) | (Some(_), None) => true,
+                (Some(actual), Some(expected)) => {
+                    typed(actual).and_then(|a| a.partial_cmp(expected)) != Some(Ordering::Equal)
+                }
+            }),
+            Test::Compare(outcomes, expected) => {
+                let ordering = typed(actual?)?.partial_cmp(expected)?;
+                Some(outcomes.contains(&ordering))
+            }
+            Test::In(list) => {
+                let actual = typed(actual?)?;
+                Some(
+                    list.iter()
+                        .any(|v| actual.partial_cmp(v) == Some(Ordering::Equal)),
+                )
+            }
+            Test::Pattern(pattern) => Some(pattern.is_match(actual?)),
+        }
+    }
+}
+
+/// A LIKE pattern as an anchored regular expression: `%` (or PostgREST's
+/// `*`) any run of characters, `_` one character, `\` escapes the next.
+fn like_to_regex(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len().saturating_add(8));
+    out.push_str("(?s)^");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' | '*' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    out.push_str(&regex::escape(next.encode_utf8(&mut [0; 4])));
+                }
+            }
+            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    out.push('$');
+    out
 }
 
 impl CompiledFilter {
@@ -362,61 +379,27 @@ impl CompiledFilter {
     /// text value (`None` inside for NULL).
     pub fn matches<'r>(&self, field: impl Fn(&str) -> Option<Option<&'r str>>) -> bool {
         self.conditions.iter().all(|condition| {
-            let Some(Some(actual)) = field(&condition.column) else {
+            let Some(actual) = field(&condition.column) else {
                 return false;
             };
-            let Some(actual) = value(condition.kind, actual) else {
-                return false;
-            };
-            let compare = |expected: &Value<'static>| actual.partial_cmp(expected);
-            let first = &condition.values[0];
-            match condition.op {
-                FilterOp::Eq => compare(first) == Some(Ordering::Equal),
-                FilterOp::Neq => matches!(compare(first), Some(o) if o != Ordering::Equal),
-                FilterOp::Lt => compare(first) == Some(Ordering::Less),
-                FilterOp::Lte => matches!(compare(first), Some(Ordering::Less | Ordering::Equal)),
-                FilterOp::Gt => compare(first) == Some(Ordering::Greater),
-                FilterOp::Gte => {
-                    matches!(compare(first), Some(Ordering::Greater | Ordering::Equal))
-                }
-                FilterOp::In => condition
-                    .values
-                    .iter()
-                    .any(|v| compare(v) == Some(Ordering::Equal)),
-            }
+            condition
+                .test
+                .eval(condition.kind, actual)
+                .map(|truth| truth != condition.negated)
+                == Some(true)
         })
     }
 
-    /// The first `eq` condition as (column, canonical value), so a server
-    /// can find this filter's subscriptions by the changed row's value
-    /// instead of trying every one.
+    /// The first plain `eq` condition as (column, canonical value), so a
+    /// server can find this filter's subscriptions by the changed row's
+    /// value instead of trying every one.
     pub fn index_key(&self) -> Option<(&str, String)> {
-        self.conditions
-            .iter()
-            .filter(|c| c.op == FilterOp::Eq)
-            .find_map(|c| c.values[0].canonical().map(|v| (c.column.as_str(), v)))
-    }
-}
-
-impl Value<'_> {
-    fn into_owned(self) -> Value<'static> {
-        match self {
-            Value::Text(text) => Value::Text(std::borrow::Cow::Owned(text.into_owned())),
-            Value::Integer(i) => Value::Integer(i),
-            Value::Float(f) => Value::Float(f),
-            Value::Bool(b) => Value::Bool(b),
-            Value::Timestamp(t) => Value::Timestamp(t),
-        }
-    }
-
-    /// One spelling per value (floats have none worth indexing).
-    fn canonical(&self) -> Option<String> {
-        match self {
-            Value::Integer(i) | Value::Timestamp(i) => Some(i.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Text(text) => Some(text.to_string()),
-            Value::Float(_) => None,
-        }
+        self.conditions.iter().find_map(|c| match &c.test {
+            Test::Compare([Ordering::Equal], value) if !c.negated => {
+                value.canonical().map(|v| (c.column.as_str(), v))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -444,10 +427,34 @@ mod tests {
         text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
+    fn columns(name: &str) -> Option<&'static str> {
+        ORDER
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, t, _)| *t)
+    }
+
+    fn refusal(text: &str) -> String {
+        match text.parse::<SubscriptionFilter>() {
+            Err(e) => e.to_string(),
+            Ok(filter) => filter
+                .compile(columns)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
     const ORDER: &[(&str, &str, Option<&str>)] = &[
         ("id", "uuid", Some("6f1c2a3e-0000-4000-8000-00000000000a")),
         ("quantity", "int4", Some("250")),
         ("status", "text", Some("in_production")),
+        (
+            "product",
+            "text",
+            Some("Crew neck, \"heavy\" (navy) \\ 220gsm"),
+        ),
+        ("notes", "text", None),
         ("factory_id", "uuid", None),
         ("due_date", "date", Some("2026-12-01")),
         (
@@ -456,6 +463,7 @@ mod tests {
             Some("2026-11-25 10:00:00.5+00"),
         ),
         ("urgent", "bool", Some("t")),
+        ("archived", "bool", None),
     ];
 
     #[test]
@@ -469,11 +477,34 @@ mod tests {
             ("quantity=gte.251", false),
             ("status=in.(pending,in_production)", true),
             ("status=in.(pending,shipped)", false),
+            ("status=in.( pending , in_production )", true),
             ("due_date=lt.2026-12-02", true),
             ("created_at=gt.2026-11-25T09:59:59Z", true),
             ("created_at=eq.2026-11-25T12:00:00.5+02:00", true),
             ("urgent=eq.true", true),
             ("id=eq.6F1C2A3E-0000-4000-8000-00000000000A", true),
+            ("status=like.in_%", true),
+            ("status=like.IN_%", false),
+            ("status=ilike.IN_%", true),
+            ("status=like.*prod*", true),
+            ("status=like.in\\_production", true),
+            ("status=like.in\\%production", false),
+            ("status=like.in_productio", false),
+            ("status=match.^in_", true),
+            ("status=match.PROD", false),
+            ("status=imatch.PROD", true),
+            ("status=match.\"^(in|out)_prod\"", true),
+            ("notes=is.null", true),
+            ("status=is.null", false),
+            ("urgent=is.true", true),
+            ("urgent=is.false", false),
+            ("archived=is.unknown", true),
+            ("urgent=is.unknown", false),
+            ("status=isdistinct.shipped", true),
+            ("status=isdistinct.in_production", false),
+            ("notes=isdistinct.x", true),
+            ("notes=isdistinct.null", false),
+            ("status=isdistinct.null", true),
         ];
         for (filter, expected) in cases {
             assert_eq!(parse(filter).matches(row(ORDER)), expected, "{filter}");
@@ -481,15 +512,68 @@ mod tests {
     }
 
     #[test]
-    fn conditions_joined_by_ampersand_must_all_hold() {
-        assert!(parse("status=eq.in_production&quantity=gt.100").matches(row(ORDER)));
-        assert!(!parse("status=eq.in_production&quantity=gt.1000").matches(row(ORDER)));
+    fn not_negates_every_operator() {
+        let cases = [
+            ("quantity=not.eq.250", false),
+            ("quantity=not.gt.300", true),
+            ("status=not.in.(pending,shipped)", true),
+            ("status=not.like.in_%", false),
+            ("status=not.ilike.*DONE*", true),
+            ("status=not.match.^x", true),
+            ("status=not.imatch.^IN", false),
+            ("notes=not.is.null", false),
+            ("status=not.is.null", true),
+            ("urgent=not.is.true", false),
+            ("status=not.isdistinct.in_production", true),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(parse(filter).matches(row(ORDER)), expected, "{filter}");
+        }
     }
 
     #[test]
-    fn null_matches_nothing_not_even_neq() {
-        assert!(!parse("factory_id=eq.6f1c2a3e-0000-4000-8000-00000000000a").matches(row(ORDER)));
-        assert!(!parse("factory_id=neq.6f1c2a3e-0000-4000-8000-00000000000a").matches(row(ORDER)));
+    fn null_is_unknown_for_comparisons_negated_or_not() {
+        for filter in [
+            "factory_id=eq.6f1c2a3e-0000-4000-8000-00000000000a",
+            "factory_id=neq.6f1c2a3e-0000-4000-8000-00000000000a",
+            "factory_id=not.eq.6f1c2a3e-0000-4000-8000-00000000000a",
+            "factory_id=not.in.(6f1c2a3e-0000-4000-8000-00000000000a)",
+            "notes=like.%",
+            "notes=not.like.x%",
+            "notes=not.match.x",
+            "archived=not.eq.true",
+        ] {
+            assert!(!parse(filter).matches(row(ORDER)), "{filter}");
+        }
+    }
+
+    #[test]
+    fn commas_and_ampersands_join_conditions_that_must_all_hold() {
+        assert!(parse("status=eq.in_production,quantity=gt.100").matches(row(ORDER)));
+        assert!(parse("status=eq.in_production&quantity=gt.100").matches(row(ORDER)));
+        assert!(!parse("status=eq.in_production,quantity=gt.1000").matches(row(ORDER)));
+        assert_eq!(
+            parse("quantity=gt.0,status=in.(a,b),quantity=lt.1000")
+                .conditions
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn quoted_values_keep_reserved_characters() {
+        // as realtime-js's builder quotes them: , ( ) " \ and outer spaces
+        let exact = r#"product=eq."Crew neck, \"heavy\" (navy) \\ 220gsm""#;
+        assert!(parse(exact).matches(row(ORDER)));
+        let filter = parse(r#"status=in.("a,b",c,"d\"e"," f ")"#);
+        let values: Vec<&str> = filter.conditions[0]
+            .values
+            .iter()
+            .map(|v| v.text.as_str())
+            .collect();
+        assert_eq!(values, vec!["a,b", "c", "d\"e", " f "]);
+        assert!(parse(r#"product=like."Crew neck, %""#).matches(row(ORDER)));
+        assert!(parse(r#"status=eq."in_production",quantity=eq.250"#).matches(row(ORDER)));
     }
 
     #[test]
@@ -498,55 +582,42 @@ mod tests {
     }
 
     #[test]
-    fn malformed_filters_are_refused_with_a_reason() {
+    fn malformed_or_unsupported_filters_are_refused_with_a_reason() {
         for (text, reason) in [
             ("quantity", "is not column=op.value"),
             ("quantity=250", "is not op.value"),
-            ("quantity=like.25%", "unknown operator"),
+            ("quantity=cs.{1}", "unknown operator \"cs\""),
+            ("quantity=not.not.eq.1", "not. may come only once"),
             ("status=in.pending", "in expects a list"),
+            ("status=in.()", "at least one value"),
             ("drop table;=eq.1", "is not a column name"),
             ("status=in.(\"a,b)", "unclosed quote"),
+            ("status=eq.\"a\"b", "after the closing quote"),
+            ("status=eq.a\"b\"", "holds a quote"),
+            ("status=eq.a,", "an empty condition"),
+            ("status=eq.(a", "unclosed '('"),
+            ("quantity=like.2%", "needs a text column"),
+            ("status=match.\"(a\"", "not a pattern this server can match"),
+            (
+                "status=match.\"(a)\\\\1\"",
+                "not a pattern this server can match",
+            ),
+            ("status=is.maybe", "is takes null, true, false or unknown"),
+            ("status=is.true", "needs a boolean column"),
+            ("colour=eq.red", "there is no column \"colour\""),
+            ("quantity=gt.ten", "is not a valid int4"),
+            ("factory_id=eq.null", "for NULL use is.null"),
+            ("created_at=gt.yesterday", "is not a valid timestamptz"),
         ] {
-            let err = text
-                .parse::<SubscriptionFilter>()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(err.contains(reason), "{text}: {err}");
+            let err = refusal(text);
+            assert!(err.contains(reason), "{text}: {err:?}");
         }
     }
 
     #[test]
-    fn validation_knows_columns_and_value_types() {
-        let columns = |name: &str| {
-            ORDER
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, t, _)| *t)
-        };
-        assert!(parse("quantity=gt.10").compile(columns).is_ok());
-        let unknown = parse("colour=eq.red")
-            .compile(columns)
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            unknown.as_deref(),
-            Some("invalid filter: there is no column \"colour\"")
-        );
-        assert!(parse("quantity=gt.ten").compile(columns).is_err());
-        assert!(parse("created_at=gt.yesterday").compile(columns).is_err());
-    }
-
-    #[test]
-    fn eq_conditions_give_a_canonical_index_key() {
-        let columns = |name: &str| {
-            ORDER
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, t, _)| *t)
-        };
+    fn plain_eq_conditions_give_a_canonical_index_key() {
         let compiled =
-            parse("quantity=gt.5&id=eq.6F1C2A3E-0000-4000-8000-00000000000A").compile(columns);
+            parse("quantity=gt.5,id=eq.6F1C2A3E-0000-4000-8000-00000000000A").compile(columns);
         let key = compiled
             .as_ref()
             .ok()
@@ -564,39 +635,19 @@ mod tests {
             key.map(|(_, v)| v)
         );
         assert_eq!(canonical_value("int4", "007"), Some("7".to_string()));
-        let unindexed = parse("quantity=gt.5").compile(columns);
-        assert!(unindexed.is_ok_and(|c| c.index_key().is_none()));
+        for unindexed in ["quantity=gt.5", "quantity=not.eq.5", "status=like.x"] {
+            let compiled = parse(unindexed).compile(columns);
+            assert!(
+                compiled.is_ok_and(|c| c.index_key().is_none()),
+                "{unindexed}"
+            );
+        }
     }
 
     #[test]
-    fn quoted_in_values_may_hold_commas() {
-        let filter = parse(r#"status=in.("a,b",c)"#);
-        assert_eq!(
-            filter.conditions[0].values,
-            vec!["a,b".to_string(), "c".to_string()]
-        );
-    }
-
-    #[test]
-    fn timestamps_parse_in_both_spellings() {
-        assert_eq!(parse_timestamp("1970-01-01 00:00:01+00"), Some(1_000_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
-        assert_eq!(
-            parse_timestamp("1970-01-01T01:00:01+01:00"),
-            Some(1_000_000)
-        );
-        assert_eq!(parse_timestamp("1970-01-01 00:00:00.25"), Some(250_000));
-        assert_eq!(parse_timestamp("soon"), None);
-        assert_eq!(
-            parse_timestamp("1970-01-01 00:00:00+0130"),
-            Some(-5_400_000_000)
-        );
-        // the review's crash: a split inside a multi-byte character
-        assert_eq!(parse_timestamp("2026-01-01T00:00:00+1é1"), None);
-        assert_eq!(parse_timestamp("2026-01-01T00:00:00+99999999999"), None);
-        assert_eq!(
-            parse_timestamp("2026-01-01T00:00:00.1234567890123"),
-            Some(1_767_225_600_123_456)
-        );
+    fn like_patterns_escape_everything_but_their_wildcards() {
+        assert_eq!(like_to_regex("a.b%"), "(?s)^a\\.b.*$");
+        assert_eq!(like_to_regex("(x)_"), "(?s)^\\(x\\).$");
+        assert_eq!(like_to_regex("100\\%"), "(?s)^100%$");
     }
 }

@@ -433,7 +433,7 @@ impl Hub {
                 {
                     continue;
                 }
-                let Some((visibility, ids)) =
+                let Some((visibility, groups)) =
                     matching(&subscription.viewer, &subscription.bindings, &change)
                 else {
                     continue;
@@ -445,14 +445,17 @@ impl Hub {
                     continue;
                 }
                 state.admitted.insert(handle.id);
-                handle.push(Outbound::Change {
-                    channel: subscription.channel.clone(),
-                    delivery: Delivery {
-                        ids,
-                        visibility,
-                        change: change.clone(),
-                    },
-                });
+                for (select, ids) in groups {
+                    handle.push(Outbound::Change {
+                        channel: subscription.channel.clone(),
+                        delivery: Delivery {
+                            ids,
+                            visibility,
+                            change: change.clone(),
+                            select,
+                        },
+                    });
+                }
             }
         }
         for connection in too_slow {
@@ -775,14 +778,15 @@ impl Hub {
                 break;
             }
             last = change.cursor;
-            if let Some((visibility, ids)) =
+            if let Some((visibility, groups)) =
                 matching(&subscription.viewer, &subscription.bindings, change)
             {
-                changes.push(Delivery {
+                changes.extend(groups.into_iter().map(|(select, ids)| Delivery {
                     ids,
                     visibility,
                     change: change.clone(),
-                });
+                    select,
+                }));
             }
         }
         subscription.position = last;
@@ -815,12 +819,13 @@ impl Hub {
             if change.cursor > end {
                 break;
             }
-            if let Some((visibility, ids)) = matching(viewer, bindings, change) {
-                changes.push(Delivery {
+            if let Some((visibility, groups)) = matching(viewer, bindings, change) {
+                changes.extend(groups.into_iter().map(|(select, ids)| Delivery {
                     ids,
                     visibility,
                     change: change.clone(),
-                });
+                    select,
+                }));
                 // a truncate ends the read: the client refetches from it
                 if changes.len() >= limit || change.kind == ChangeKind::Truncate {
                     let position = change.cursor;
@@ -1099,6 +1104,7 @@ mod tests {
                     })
                 })
                 .unwrap_or_default(),
+            select: None,
         }
     }
 

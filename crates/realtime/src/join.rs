@@ -10,6 +10,9 @@ use crate::filter::{CompiledFilter, FilterError, SubscriptionFilter};
 use crate::metrics::ErrorKind;
 use crate::protocol::{ChangeKind, PostgresChangesRequest};
 
+/// The columns a binding's payload rows are limited to.
+pub type Columns = Arc<[String]>;
+
 /// One `postgres_changes` binding, validated.
 #[derive(Clone, Debug)]
 pub struct Binding {
@@ -19,6 +22,8 @@ pub struct Binding {
     /// `None` for every table.
     pub table: Option<Arc<str>>,
     pub filter: CompiledFilter,
+    /// Only these columns in its events' rows; `None` for all.
+    pub select: Option<Columns>,
 }
 
 /// A refusal of bad input: what to count it as and what to tell the client.
@@ -86,11 +91,22 @@ impl Binding {
             }
             None => CompiledFilter::default(),
         };
+        let select = match (&request.select, table) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Refusal(
+                    ErrorKind::InvalidFilter,
+                    "select needs a table: name the table whose columns you want".into(),
+                ));
+            }
+            (Some(columns), Some(table)) => Some(select(columns, table, catalog)?),
+        };
         Ok(Binding {
             id,
             kind,
             table: table.map(Arc::from),
             filter,
+            select,
         })
     }
 
@@ -121,27 +137,62 @@ impl Binding {
     }
 }
 
+/// A `select` list checked against the table: known columns, each once.
+fn select(columns: &[String], table: &str, catalog: &Catalog) -> Result<Columns, Refusal> {
+    let refuse = |message: String| Err(Refusal(ErrorKind::InvalidFilter, message));
+    if columns.is_empty() {
+        return refuse("select needs at least one column".into());
+    }
+    let mut chosen: Vec<String> = Vec::with_capacity(columns.len());
+    for column in columns {
+        if catalog.column_type(table, column).is_none() {
+            return refuse(format!(
+                "select: there is no column {column:?} in table {table}"
+            ));
+        }
+        if !chosen.contains(column) {
+            chosen.push(column.clone());
+        }
+    }
+    Ok(chosen.into())
+}
+
+/// Bindings that get the same event: the columns they select, and their ids.
+pub type Group = (Option<Columns>, Vec<u64>);
+
 /// How a viewer gets a change through their bindings: the way they may see
-/// it, and the ids of the bindings it matches; `None` when it is not for them.
+/// it, and the ids of the bindings it matches, grouped by the columns they
+/// select (one event per group); `None` when it is not for them.
 pub fn matching(
     viewer: &Viewer,
     bindings: &[Binding],
     change: &Change,
-) -> Option<(Visibility, Vec<u64>)> {
-    if change.kind == ChangeKind::Truncate {
+) -> Option<(Visibility, Vec<Group>)> {
+    let (visibility, matched): (Visibility, Vec<&Binding>) = if change.kind == ChangeKind::Truncate
+    {
         // no row, nothing to authorize: whoever listens to the table refetches
-        let ids: Vec<u64> = bindings
+        let matched = bindings
             .iter()
             .filter(|b| b.table.as_ref().is_none_or(|t| **t == *change.table.name))
-            .map(|b| b.id)
             .collect();
-        return (!ids.is_empty()).then_some((Visibility::Full, ids));
+        (Visibility::Full, matched)
+    } else {
+        let visibility = change.visibility(viewer)?;
+        let matched = bindings
+            .iter()
+            .filter(|b| b.matches(change, visibility))
+            .collect();
+        (visibility, matched)
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    for binding in matched {
+        match groups
+            .iter_mut()
+            .find(|(select, _)| *select == binding.select)
+        {
+            Some((_, ids)) => ids.push(binding.id),
+            None => groups.push((binding.select.clone(), vec![binding.id])),
+        }
     }
-    let visibility = change.visibility(viewer)?;
-    let ids: Vec<u64> = bindings
-        .iter()
-        .filter(|b| b.matches(change, visibility))
-        .map(|b| b.id)
-        .collect();
-    (!ids.is_empty()).then_some((visibility, ids))
+    (!groups.is_empty()).then_some((visibility, groups))
 }

@@ -224,6 +224,9 @@ pub struct PostgresChangesRequest {
     pub table: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Only these columns in the payload's rows (realtime-js's `select`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<Vec<String>>,
 }
 
 /// A binding as the server accepted it, with the id its events carry.

@@ -433,9 +433,7 @@ fn change_message(vsn: Vsn, channel: &Channel, delivery: &Delivery) -> Message {
         None,
         &channel.topic,
         protocol::POSTGRES_CHANGES,
-        &delivery
-            .change
-            .payload_json(&delivery.ids, delivery.visibility),
+        &delivery.payload_json(),
     );
     Message::Text(text.into())
 }

@@ -156,6 +156,7 @@ impl Machine {
                     schema: "public".into(),
                     table: Some(listen.table.to_string()),
                     filter: listen.filter.clone(),
+                    select: None,
                 },
                 cursor: self.cursor,
                 join_ref: None,

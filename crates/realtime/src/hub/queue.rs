@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::change::{Change, Visibility};
+use crate::join::Columns;
 use crate::protocol::Notice;
 
 pub type ConnectionId = u64;
@@ -47,6 +48,16 @@ pub struct Delivery {
     pub ids: Vec<u64>,
     pub visibility: Visibility,
     pub change: Arc<Change>,
+    /// Only these columns, as the bindings asked.
+    pub select: Option<Columns>,
+}
+
+impl Delivery {
+    /// The payload of its `postgres_changes` event.
+    pub fn payload_json(&self) -> String {
+        self.change
+            .payload_json(&self.ids, self.visibility, self.select.as_deref())
+    }
 }
 
 /// A joined Phoenix channel on one connection.
