@@ -3,4 +3,5 @@ pub mod connection_status;
 pub mod form_feedback;
 pub mod notification_bell;
 pub mod optimistic;
+pub mod presence;
 pub mod toasts;

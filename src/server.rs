@@ -92,6 +92,14 @@ pub fn app(state: AppState) -> Router {
             "/realtime/v1/websocket",
             get(threadline_realtime::socket::websocket),
         )
+        .route(
+            "/realtime/v1/api/broadcast",
+            post(threadline_realtime::broadcast::http_broadcast),
+        )
+        .route(
+            "/realtime/v1/api/broadcast/{topic}/events/{event}",
+            post(threadline_realtime::broadcast::http_broadcast_event),
+        )
         .route("/metrics", get(metrics))
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler_with_context::<

@@ -141,7 +141,7 @@ async fn bad_input_gets_error_replies_and_the_connection_stays_healthy(pool: PgP
         (
             "realtime:a",
             Some(&token),
-            orders(Some("quantity=like.5")),
+            orders(Some("quantity=cs.{5}")),
             "invalid filter: unknown operator",
         ),
         (

@@ -62,6 +62,44 @@ pub async fn list_contacts() -> Result<Vec<Contact>, AppError> {
     )
 }
 
+/// Tells a contact that the signed-in person is writing them a message (or
+/// stopped): a broadcast to the contact's `user:` room, which only they join.
+#[server]
+pub async fn typing_to(recipient_id: Uuid, typing: bool) -> Result<(), AppError> {
+    use crate::api::scope::scoped;
+    let (state, user) = crate::auth::server::require_user().await?;
+    let contact: Option<Contact> = scoped(&format!("{CONTACTS} and c.id = $4"), &user)
+        .bind(recipient_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    if contact.is_none() {
+        return Err(AppError::forbidden("you cannot message that person"));
+    }
+    let event = if typing { "typing" } else { "stopped" };
+    let payload = serde_json::json!({"user_id": user.id, "name": user.name});
+    state
+        .realtime
+        .broadcast(&format!("user:{recipient_id}"), event, &payload)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "a typing notice could not be sent");
+            AppError::Internal
+        })
+}
+
+/// Which of the signed-in person's contacts have Threadline open now (on
+/// this server).
+#[server]
+pub async fn online_contacts() -> Result<Vec<Uuid>, AppError> {
+    use crate::api::scope::scoped;
+    let (state, user) = crate::auth::server::require_user().await?;
+    let contacts: Vec<Contact> = scoped(&format!("{CONTACTS} order by c.name"), &user)
+        .fetch_all(&state.pool)
+        .await?;
+    let ids: Vec<Uuid> = contacts.iter().map(|c| c.id).collect();
+    Ok(state.realtime.hub.online(&ids))
+}
+
 /// Sends a message to a contact, optionally about an order both may see.
 #[server]
 pub async fn send_message(

@@ -22,6 +22,7 @@ pub struct AppIdentity {
 fn principal(user: &SessionUser, expires_at: Option<i64>) -> Principal {
     Principal {
         viewer: viewer(user),
+        name: Some(user.name.clone()),
         session: None,
         expires_at,
     }

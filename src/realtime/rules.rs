@@ -7,7 +7,9 @@
 use threadline_realtime::access::{AccessKey, Audience, Viewer};
 use threadline_realtime::change::RowView;
 use threadline_realtime::filter::parse_timestamp;
-use threadline_realtime::ports::{RightsChange, RightsRow, Rules, SessionEnd, SessionKey};
+use threadline_realtime::ports::{
+    RightsChange, RightsRow, Room, RoomAccess, Rules, SessionEnd, SessionKey, Topic,
+};
 use threadline_realtime::protocol::ChangeKind;
 use uuid::Uuid;
 
@@ -92,5 +94,34 @@ impl Rules for AppRules {
             }
             _ => None,
         }
+    }
+
+    /// Rooms: `order:<id>` for the people who may see that order (its
+    /// buyer, its factory's staff, admins), `user:<id>` for that person.
+    fn topic(&self, topic: &str) -> Topic {
+        let Some((kind, id)) = topic.split_once(':') else {
+            return Topic::Plain;
+        };
+        if !matches!(kind, "order" | "user") {
+            return Topic::Plain;
+        }
+        let Ok(id) = id.parse::<Uuid>() else {
+            return Topic::Invalid(format!("{topic}: {kind}:<id> takes a {kind} id (a UUID)"));
+        };
+        let access = match kind {
+            "order" => RoomAccess::Row {
+                table: "orders".into(),
+                key: id.to_string(),
+            },
+            _ => RoomAccess::Person(id),
+        };
+        Topic::Room(Room {
+            topic: format!("{kind}:{id}"),
+            access,
+        })
+    }
+
+    fn room_topics(&self) -> &'static str {
+        "order:<order id>, user:<user id>"
     }
 }

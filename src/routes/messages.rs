@@ -4,12 +4,18 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
-use threadline_realtime::client::{Listen, use_realtime};
+use threadline_realtime::client::{
+    ConnectionStatus, Listen, use_connection, use_realtime, use_room,
+};
 use uuid::Uuid;
 
-use crate::api::messages::{SendMessage, list_contacts, list_messages, mark_message_read};
+use crate::api::messages::{
+    SendMessage, list_contacts, list_messages, mark_message_read, online_contacts, typing_to,
+};
 use crate::api::orders::list_orders;
+use crate::app::use_user;
 use crate::components::form_feedback::{FormError, action_error};
+use crate::components::presence::{Typing, TypingNote, Typists};
 use crate::model::{Folder, Message, format_timestamp};
 
 /// The communication center: inbox, sent and compose.
@@ -24,6 +30,19 @@ pub fn MessagesPage() -> impl IntoView {
     let live = use_realtime(Listen::table(Table::Messages), move |event| {
         reads.confirm_from(event)
     });
+    // who is writing to me: their compose tells my own room
+    let me = use_user().id;
+    let typists = Typists::new();
+    use_room(format!("user:{me}"), move |event, payload| {
+        typists.hear(event, payload)
+    });
+    let writing_to_me = Signal::derive(move || {
+        typists
+            .names(me)
+            .into_iter()
+            .map(|name| format!("{name} (to you)"))
+            .collect::<Vec<_>>()
+    });
 
     view! {
         <Title text="Messages · Threadline"/>
@@ -33,6 +52,7 @@ pub fn MessagesPage() -> impl IntoView {
             <TabLink name="sent" label="Sent" current=Signal::derive(tab)/>
             <TabLink name="compose" label="Compose" current=Signal::derive(tab)/>
         </nav>
+        <TypingNote names=writing_to_me/>
         {move || match tab().as_str() {
             "sent" => view! { <FolderList folder=Folder::Sent send reads version=live.version/> }.into_any(),
             "compose" => view! { <Compose send/> }.into_any(),
@@ -142,9 +162,54 @@ fn MessageRow(
     }
 }
 
+/// Asks again who is online every so often, and whenever the page's
+/// connection comes back.
+fn online_now() -> Resource<Result<Vec<Uuid>, crate::error::AppError>> {
+    let tick = RwSignal::new(0u32);
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = set_interval_with_handle(
+            move || tick.update(|t| *t = t.wrapping_add(1)),
+            std::time::Duration::from_secs(15),
+        );
+        on_cleanup(move || {
+            if let Ok(handle) = handle {
+                handle.clear();
+            }
+        });
+    }
+    let live = use_connection().map(|c| c.status);
+    Resource::new(
+        move || {
+            let connected = live.map(|s| s.with(|s| *s == ConnectionStatus::Live));
+            (tick.get(), connected)
+        },
+        |_| online_contacts(),
+    )
+}
+
 #[component]
 fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
     let contacts = Resource::new(|| (), |_| list_contacts());
+    let online = online_now();
+    let recipient = RwSignal::new(String::new());
+    let typing = Typing::new();
+    let tell = move |typing_now: bool| {
+        if let Ok(to) = recipient.get_untracked().parse::<Uuid>() {
+            leptos::task::spawn_local(async move {
+                // a notice that does not get through is not worth an error
+                let _ = typing_to(to, typing_now).await;
+            });
+        }
+    };
+    let on_input = move |ev: leptos::ev::Event| {
+        if event_target_value(&ev).trim().is_empty() {
+            typing.stopped();
+            tell(false);
+        } else if typing.keystroke() {
+            tell(true);
+        }
+    };
     let orders = Resource::new(|| (), |_| list_orders(None, None));
     let error = action_error(send);
     let navigate = leptos_router::hooks::use_navigate();
@@ -157,7 +222,9 @@ fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
         <section class="card compose">
             <ActionForm action=send attr:class="stack">
                 <label for="compose-to">"To"</label>
-                <select id="compose-to" name="recipient_id" required>
+                <select id="compose-to" name="recipient_id" required
+                    prop:value=move || recipient.get()
+                    on:change=move |ev| { typing.stopped(); recipient.set(event_target_value(&ev)) }>
                         <option value="">"Choose a person…"</option>
                         <Transition fallback=|| ()>
                             {move || contacts.get().and_then(Result::ok).map(|list| list.into_iter().map(|c| {
@@ -178,7 +245,29 @@ fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
                             }).collect_view())}
                         </Transition>
                 </select>
-                <label>"Message"<textarea name="body" rows="5" maxlength="5000"></textarea></label>
+                <Transition fallback=|| ()>
+                    {move || contacts.get().and_then(Result::ok).map(|list| {
+                        let online_ids = online.get().and_then(Result::ok).unwrap_or_default();
+                        view! {
+                            <ul class="people" aria-label="People">
+                                {list.into_iter().map(|c| {
+                                    let is_online = online_ids.contains(&c.id);
+                                    let id = c.id.to_string();
+                                    let pick = id.clone();
+                                    view! {
+                                        <li data-contact-id=id.clone() data-online=is_online.to_string()>
+                                            <span class=if is_online { "dot online" } else { "dot" }
+                                                role="img" aria-label=if is_online { "online" } else { "offline" }></span>
+                                            <button type="button" class="link-button"
+                                                on:click=move |_| recipient.set(pick.clone())>{c.name.clone()}</button>
+                                        </li>
+                                    }
+                                }).collect_view()}
+                            </ul>
+                        }
+                    })}
+                </Transition>
+                <label>"Message"<textarea name="body" rows="5" maxlength="5000" on:input=on_input></textarea></label>
                 <FormError message=error/>
                 <button type="submit" class="button primary">"Send message"</button>
             </ActionForm>

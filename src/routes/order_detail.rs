@@ -10,11 +10,13 @@ mod timeline;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
-use threadline_realtime::client::{Listen, use_realtime};
+use threadline_realtime::client::{Listen, RoomHandle, use_realtime, use_room};
 use uuid::Uuid;
 
 use crate::api::orders::{AssignFactory, SetStageProgress, get_order};
+use crate::app::use_user;
 use crate::components::optimistic::Optimistic;
+use crate::components::presence::{Typists, Viewers};
 use crate::model::{OrderDetail, OrderStatus, StageStatus};
 use crate::realtime::Table;
 use feed::UpdatesFeed;
@@ -57,6 +59,13 @@ struct OrderMutations {
     gone: RwSignal<bool>,
 }
 
+/// The order's room: who else has it open, and who is typing about it.
+#[derive(Clone, Copy)]
+struct OrderRoom {
+    room: RoomHandle,
+    typists: Typists,
+}
+
 #[component]
 fn OrderView(id: Uuid) -> impl IntoView {
     let status: Optimistic<OrderStatus> = Optimistic::new();
@@ -64,6 +73,13 @@ fn OrderView(id: Uuid) -> impl IntoView {
     let assign = ServerAction::<AssignFactory>::new();
     let progress = ServerAction::<SetStageProgress>::new();
     let gone = RwSignal::new(false);
+    let typists = Typists::new();
+    let room = use_room(format!("order:{id}"), move |event, payload| {
+        typists.hear(event, payload)
+    });
+    // in the browser: this page shows itself in the order's room
+    Effect::new(move |_| room.track(serde_json::json!({"viewing": true})));
+    provide_context(OrderRoom { room, typists });
     let order_live = use_realtime(
         Listen::table(Table::Orders).filter(format!("id=eq.{id}")),
         move |event| {
@@ -124,6 +140,8 @@ fn OrderBody(
     progress: ServerAction<SetStageProgress>,
 ) -> impl IntoView {
     let OrderMutations { detail, gone, .. } = expect_context::<OrderMutations>();
+    let OrderRoom { room, .. } = expect_context::<OrderRoom>();
+    let me = use_user().id;
     // only whether the order can be shown at all replaces the whole page
     let outcome = Memo::new(move |_| {
         detail
@@ -152,6 +170,7 @@ fn OrderBody(
             }
             .into_any(),
             Ok(()) => view! {
+                <Viewers present=room.present me/>
                 {move || order.get().map(|order| view! { <OrderHeader order assign/> })}
                 <div class="detail-grid">
                     {move || detail.get().and_then(Result::ok).map(|detail| view! { <StageTimeline detail progress/> })}

@@ -205,6 +205,16 @@ impl Settings {
         override_from(&var, "THREADLINE_JOINS_PER_SECOND", &mut r.joins_per_second)?;
         override_from(
             &var,
+            "THREADLINE_BROADCASTS_PER_SECOND",
+            &mut r.broadcasts_per_second,
+        )?;
+        override_from(
+            &var,
+            "THREADLINE_PRESENCE_PER_SECOND",
+            &mut r.presence_per_second,
+        )?;
+        override_from(
+            &var,
             "THREADLINE_PING_INTERVAL_SECS",
             &mut r.ping_interval_secs,
         )?;

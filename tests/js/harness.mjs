@@ -39,6 +39,13 @@ before(async () => {
 });
 
 after(() => server?.kill('SIGTERM'));
+// a run cut short must not leave the server holding its port
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    server?.kill('SIGTERM');
+    process.exit(1);
+  });
+}
 
 export async function token(email) {
   const response = await fetch(`${base}/api/auth/token`, {

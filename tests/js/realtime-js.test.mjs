@@ -3,3 +3,4 @@
 // grammar its builder writes, Broadcast and Presence on authorized topics.
 import './postgres-changes.mjs';
 import './filters.mjs';
+import './rooms.mjs';

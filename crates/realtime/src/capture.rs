@@ -21,10 +21,11 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
+use crate::broadcast;
 use crate::catalog::{Catalog, PUBLICATION, builtin_type_name};
 use crate::change::{Change, Column, Row, RowView, Table};
 use crate::cursor::{ChangeCursor, StreamId};
-use crate::hub::{Hub, Published};
+use crate::hub::{Broadcast, Hub, Published};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::ports::{RightsRow, Rules};
 use crate::protocol::ChangeKind;
@@ -138,10 +139,16 @@ struct Transaction {
     xid: u32,
     commit_lsn: u64,
     commit_micros: i64,
-    pending: Vec<Pending>,
+    pending: Vec<Decoded>,
     next_index: u32,
     /// Its changes are going on in slices.
     streaming: bool,
+}
+
+/// What a transaction holds for the hub, waiting to be published.
+enum Decoded {
+    Row(Pending),
+    Broadcast(Broadcast),
 }
 
 /// A change decoded from a transaction, waiting to be published.
@@ -324,6 +331,33 @@ impl Capture {
                         out.push(Step::Processed(end.as_u64()));
                     }
                 }
+                ReplicationEvent::Message {
+                    transactional,
+                    lsn,
+                    prefix,
+                    content,
+                } if prefix == broadcast::PREFIX => {
+                    match broadcast::decode_emitted(&content, self.rules.as_ref()) {
+                        Ok(message) => match tx.as_mut() {
+                            // after the transaction's commit, with its changes
+                            Some(tx) if transactional => {
+                                tx.pending.push(Decoded::Broadcast(message))
+                            }
+                            _ => {
+                                let cursor =
+                                    ChangeCursor::new(lsn.as_u64(), 0).in_stream(self.hub.stream());
+                                out.push(Step::Now(vec![Published::Broadcast {
+                                    cursor,
+                                    broadcast: message,
+                                }]));
+                            }
+                        },
+                        Err(reason) => {
+                            self.metrics.error(ErrorKind::BadPayload);
+                            tracing::warn!(%reason, "a broadcast message in the WAL was dropped");
+                        }
+                    }
+                }
                 ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
             }
             for step in out {
@@ -339,10 +373,15 @@ impl Capture {
     fn publishable(&self, tx: &mut Transaction) -> Vec<Published> {
         let stream = self.hub.stream();
         let mut out = Vec::with_capacity(tx.pending.len());
-        for p in tx.pending.drain(..) {
+        for decoded in tx.pending.drain(..) {
             let cursor = ChangeCursor::new(tx.commit_lsn, tx.next_index).in_stream(stream);
             tx.next_index = tx.next_index.saturating_add(1);
-            out.extend(self.published(cursor, tx.commit_micros, p));
+            match decoded {
+                Decoded::Row(p) => out.extend(self.published(cursor, tx.commit_micros, p)),
+                Decoded::Broadcast(broadcast) => {
+                    out.push(Published::Broadcast { cursor, broadcast })
+                }
+            }
         }
         out
     }
@@ -378,7 +417,7 @@ impl Capture {
         &self,
         message: LogicalReplicationMessage,
         relations: &mut HashMap<u32, Arc<Table>>,
-        pending: &mut Vec<Pending>,
+        pending: &mut Vec<Decoded>,
     ) -> Result<(), CaptureError> {
         let relation = |relations: &HashMap<u32, Arc<Table>>, id: u32| {
             relations
@@ -414,12 +453,12 @@ impl Capture {
             }
             LogicalReplicationMessage::Insert { relation_id, tuple } => {
                 let table = relation(relations, relation_id)?;
-                pending.push(Pending {
+                pending.push(Decoded::Row(Pending {
                     table,
                     kind: ChangeKind::Insert,
                     new: Some(row(&tuple, None)),
                     old: None,
-                });
+                }));
             }
             LogicalReplicationMessage::Update {
                 relation_id,
@@ -430,12 +469,12 @@ impl Capture {
                 let table = relation(relations, relation_id)?;
                 let old = old_tuple.map(|t| row(&t, None));
                 let new = row(&new_tuple, old.as_ref());
-                pending.push(Pending {
+                pending.push(Decoded::Row(Pending {
                     table,
                     kind: ChangeKind::Update,
                     new: Some(new),
                     old,
-                });
+                }));
             }
             LogicalReplicationMessage::Delete {
                 relation_id,
@@ -443,21 +482,21 @@ impl Capture {
                 ..
             } => {
                 let table = relation(relations, relation_id)?;
-                pending.push(Pending {
+                pending.push(Decoded::Row(Pending {
                     table,
                     kind: ChangeKind::Delete,
                     new: None,
                     old: Some(row(&old_tuple, None)),
-                });
+                }));
             }
             LogicalReplicationMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
-                    pending.push(Pending {
+                    pending.push(Decoded::Row(Pending {
                         table: relation(relations, relation_id)?,
                         kind: ChangeKind::Truncate,
                         new: None,
                         old: None,
-                    });
+                    }));
                 }
             }
             _ => {}

@@ -73,6 +73,11 @@ impl Catalog {
         })
     }
 
+    /// A table's streamed columns, if it is published.
+    pub fn columns(&self, table: &str) -> Option<&[Column]> {
+        self.tables.get(table).map(|info| info.columns.as_slice())
+    }
+
     /// Keeps `tables` from subscribers (they are streamed for the engine's
     /// own use only).
     pub fn hide(&mut self, tables: impl IntoIterator<Item = String>) {

@@ -55,6 +55,14 @@ impl Table {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+
+    /// A row's primary key as text, when it is one column.
+    pub fn key_of<'a>(&self, row: &'a Row) -> Option<&'a str> {
+        match self.primary_key.as_slice() {
+            [index] => row.get(*index)?.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Column values as PostgreSQL's text output, aligned with `Table::columns`;
@@ -185,6 +193,11 @@ impl Change {
             (Some(true), Some(false)) => Some(Visibility::MovedOut),
             _ => None,
         }
+    }
+
+    /// The changed row's primary key (when it is one column).
+    pub fn key(&self) -> Option<&str> {
+        self.table.key_of(self.new.as_ref().or(self.old.as_ref())?)
     }
 
     /// Everyone who may see the row before or after.

@@ -20,6 +20,8 @@ use crate::protocol::ChangeEvent;
 mod browser;
 pub mod machine;
 
+pub use machine::{Present, RoomEvent};
+
 /// How the page is connected to live updates.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnectionStatus {
@@ -211,6 +213,85 @@ pub fn use_realtime(listen: Listen, on_event: impl Fn(&RealtimeEvent) + 'static)
     #[cfg(not(feature = "browser"))]
     let _ = (listen, on_event, set_version, set_last);
     RealtimeHandle { version, last }
+}
+
+/// A room the component is in (Broadcast and Presence on the page's one
+/// socket): who is here, and ways to speak in it.
+#[derive(Clone, Copy)]
+pub struct RoomHandle {
+    /// The people in the room, one entry each (yourself too, once tracked).
+    pub present: ReadSignal<Vec<Present>>,
+    /// The server closed the room for this user.
+    pub closed: ReadSignal<bool>,
+    room: StoredValue<String>,
+    client: Option<RealtimeClient>,
+}
+
+impl RoomHandle {
+    /// Shows this page in the room with `meta` (kept, and shown again after
+    /// every reconnect).
+    pub fn track(&self, meta: serde_json::Value) {
+        #[cfg(feature = "browser")]
+        if let Some(client) = self.client {
+            let room = self.room.get_value();
+            client
+                .inner
+                .with_value(|connection| connection.track(&room, meta));
+        }
+        #[cfg(not(feature = "browser"))]
+        let _ = (meta, self.client, self.room);
+    }
+
+    /// Tells the room's other members `event` (dropped while disconnected:
+    /// broadcasts are about now).
+    pub fn send(&self, event: &str, payload: serde_json::Value) {
+        #[cfg(feature = "browser")]
+        if let Some(client) = self.client {
+            let room = self.room.get_value();
+            client
+                .inner
+                .with_value(|connection| connection.broadcast(&room, event, payload));
+        }
+        #[cfg(not(feature = "browser"))]
+        let _ = (event, payload, self.client);
+    }
+}
+
+/// Joins a room (`order:<id>`, `user:<id>`) for as long as the calling
+/// component lives; `on_broadcast` hears each broadcast (event, payload).
+pub fn use_room(
+    room: impl Into<String>,
+    on_broadcast: impl Fn(&str, &serde_json::Value) + 'static,
+) -> RoomHandle {
+    let room: String = room.into();
+    let (present, set_present) = signal(Vec::<Present>::new());
+    let (closed, set_closed) = signal(false);
+    let client = use_connection();
+    #[cfg(feature = "browser")]
+    if let Some(client) = client {
+        let listener = Box::new(move |event: &RoomEvent| match event {
+            RoomEvent::Broadcast { event, payload } => on_broadcast(event, payload),
+            RoomEvent::Presence(people) => set_present.set(people.clone()),
+            RoomEvent::Closed => set_closed.set(true),
+        });
+        let id = client
+            .inner
+            .with_value(|connection| connection.join_room(&room, listener));
+        let leaving = room.clone();
+        on_cleanup(move || {
+            client
+                .inner
+                .try_with_value(|connection| connection.leave_room(&leaving, id));
+        });
+    }
+    #[cfg(not(feature = "browser"))]
+    let _ = (on_broadcast, set_present, set_closed);
+    RoomHandle {
+        present,
+        closed,
+        room: StoredValue::new(room),
+        client,
+    }
 }
 
 /// A fresh id for an optimistic mutation, echoed back in its change event.

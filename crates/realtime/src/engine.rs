@@ -35,6 +35,9 @@ pub struct Realtime {
     pub metrics: Arc<Metrics>,
     pub settings: RealtimeSettings,
     pub identity: Arc<dyn Identity>,
+    pub rules: Arc<dyn Rules>,
+    /// For looking rows up and writing broadcasts.
+    pub pool: PgPool,
     capture: Option<Running>,
     next_id: AtomicU64,
 }
@@ -94,6 +97,7 @@ impl Realtime {
         // slot, so the log is rebuilt and every client resumes exactly
         let start = slot::prepare(&pool, &slot).await?;
         hub.saw_wal_end(wal_now);
+        hub.deliver_broadcasts_after(wal_now);
         hub.start_at(ChangeCursor::before(start.from));
         if start.lost {
             metrics.error(ErrorKind::SlotLost);
@@ -108,7 +112,7 @@ impl Realtime {
             hub: hub.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
-            rules: ports.rules,
+            rules: ports.rules.clone(),
             processed: processed.clone(),
         };
         let upkeep = SlotUpkeep {
@@ -129,6 +133,8 @@ impl Realtime {
             metrics,
             settings,
             identity: ports.identity,
+            rules: ports.rules,
+            pool: pool.clone(),
             capture: Some(Running {
                 slot,
                 pool,
@@ -158,12 +164,15 @@ impl Realtime {
             metrics.clone(),
         );
         hub.saw_wal_end(wal_now);
+        hub.deliver_broadcasts_after(wal_now);
         Ok(Arc::new(Realtime {
             hub: Arc::new(hub),
             catalog: Arc::new(catalog),
             metrics,
             settings,
             identity: ports.identity,
+            rules: ports.rules,
+            pool: pool.clone(),
             capture: None,
             next_id: AtomicU64::new(1),
         }))
@@ -184,12 +193,15 @@ impl Realtime {
             hub: self.hub.clone(),
             catalog: self.catalog.clone(),
             metrics: self.metrics.clone(),
+            rules: self.rules.clone(),
             limits: Limits {
                 max_frame_bytes: self.settings.max_frame_bytes,
                 max_channels: self.settings.max_channels,
                 max_bindings: self.settings.max_bindings_per_channel,
                 messages_per_second: self.settings.messages_per_second,
                 joins_per_second: self.settings.joins_per_second,
+                broadcasts_per_second: self.settings.broadcasts_per_second,
+                presence_per_second: self.settings.presence_per_second,
             },
         }
     }

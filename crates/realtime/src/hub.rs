@@ -25,6 +25,7 @@
 mod index;
 mod log;
 mod queue;
+mod rooms;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -33,13 +34,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::access::Viewer;
+use crate::access::{Audience, Viewer};
 use crate::change::Change;
 use crate::cursor::{ChangeCursor, StreamId};
 use crate::join::{Binding, Refusal, matching};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::ports::{Principal, RightsChange, SessionEnd, SessionKey};
-use crate::protocol::{ChangeKind, Notice};
+use crate::ports::{Principal, RightsChange, Room, RoomAccess, SessionEnd, SessionKey};
+use crate::protocol::{self, ChangeKind, Notice};
 
 use index::{ALL_TABLES, TableIndex};
 pub use log::Retention;
@@ -48,6 +49,8 @@ pub use queue::{
     Channel, CloseReason, ConnectionHandle, ConnectionId, ConnectionQueue, CutOff, Delivery,
     Outbound, SubscriptionId,
 };
+pub use rooms::Member;
+use rooms::{Note, Rooms};
 
 /// How long a change of someone's rights is remembered, to correct lookups
 /// made before it that reach the hub after it.
@@ -72,9 +75,34 @@ pub enum Published {
         commit_micros: i64,
         change: RightsChange,
     },
+    /// A broadcast to a room, at its place in the stream.
+    Broadcast {
+        cursor: ChangeCursor,
+        broadcast: Broadcast,
+    },
+}
+
+/// A message for a room's members.
+#[derive(Clone, Debug)]
+pub struct Broadcast {
+    pub room: Room,
+    /// The `broadcast` event's payload as members get it:
+    /// `{"type":"broadcast","event":…,"payload":…}`.
+    pub payload: Arc<str>,
+    /// The channel it came from, if a client sent it: it hears its own
+    /// broadcasts only if it asked to (`self`).
+    pub from: Option<Sender>,
+}
+
+/// Which channel sent a broadcast: a connection of a server (a node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub node: u64,
+    pub connection: ConnectionId,
 }
 
 /// Who a channel speaks for.
+#[derive(Debug)]
 pub enum Speaker {
     /// The person the connection's session cookie names (as the hub keeps
     /// them current).
@@ -94,6 +122,16 @@ pub struct SubscribeRequest {
     pub bindings: Vec<Binding>,
     /// Resume after this cursor.
     pub resume_after: Option<ChangeCursor>,
+    /// The room the channel's topic names, if any.
+    pub room: Option<RoomRequest>,
+}
+
+/// Joining a room.
+pub struct RoomRequest {
+    pub member: Member,
+    /// For a row's room: who the database said may see the row (`None`: no
+    /// such row), looked up when the hub's head was at the cursor.
+    pub looked_up: Option<(Option<Audience>, ChangeCursor)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +184,10 @@ struct Subscription {
     connection: ConnectionId,
     channel: Arc<Channel>,
     viewer: Viewer,
+    /// The name others see in presence.
+    name: Option<Arc<str>>,
+    /// Its room, if its topic names one.
+    room: Option<Member>,
     bindings: Vec<Binding>,
     live: bool,
     /// While catching up: the last change looked at.
@@ -158,6 +200,8 @@ struct Connection {
     address: Option<IpAddr>,
     /// The person its session cookie named (kept current), and the session.
     cookie: Option<(Viewer, Option<SessionKey>)>,
+    /// That person's name.
+    name: Option<Arc<str>>,
     /// Whose connection it counts as (the cookie's person, else the first
     /// channel's).
     owner: Option<Uuid>,
@@ -190,6 +234,10 @@ struct HubState {
     rights: HashMap<Uuid, RightsRecord>,
     ended_sessions: HashMap<SessionKey, (ChangeCursor, i64, SessionEnd)>,
     next_id: SubscriptionId,
+    rooms: Rooms,
+    /// Broadcasts at or before this are old (sent before this server
+    /// started, or replayed after a reconnect): not delivered again.
+    broadcasts_after: ChangeCursor,
 }
 
 pub struct Hub {
@@ -201,6 +249,8 @@ pub struct Hub {
     wal_end: AtomicU64,
     caps: Caps,
     metrics: Arc<Metrics>,
+    /// This server among several: how its clients' broadcasts are recognized.
+    node: u64,
 }
 
 fn now_micros() -> i64 {
@@ -230,10 +280,26 @@ impl Hub {
                 rights: HashMap::new(),
                 ended_sessions: HashMap::new(),
                 next_id: 1,
+                rooms: Rooms::default(),
+                broadcasts_after: ChangeCursor::START,
             }),
             caps,
             metrics,
+            node: uuid::Uuid::new_v4().as_u64_pair().0,
         }
+    }
+
+    /// This server's id among several.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Broadcasts at or before this WAL position were sent before this
+    /// server started: they are not delivered.
+    pub fn deliver_broadcasts_after(&self, lsn: u64) {
+        let mut state = self.lock();
+        let floor = ChangeCursor::new(lsn, u32::MAX).in_stream(self.stream);
+        state.broadcasts_after = state.broadcasts_after.max(floor);
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -295,6 +361,9 @@ impl Hub {
                 self.caps.connections_per_address
             ))));
         }
+        let name = cookie
+            .as_ref()
+            .and_then(|(principal, _)| principal.name.as_deref().map(Arc::from));
         let cookie = match cookie {
             None => None,
             Some((principal, as_of)) => Some(Self::current(state, principal, as_of)?),
@@ -326,6 +395,7 @@ impl Hub {
                 handle,
                 address,
                 cookie,
+                name,
                 owner,
                 subscriptions: Vec::new(),
             },
@@ -395,6 +465,13 @@ impl Hub {
                     }
                     continue;
                 }
+                Published::Broadcast { cursor, broadcast } => {
+                    if cursor > state.broadcasts_after {
+                        state.broadcasts_after = cursor;
+                        self.deliver_broadcast(state, &broadcast);
+                    }
+                    continue;
+                }
             };
             if change.cursor <= state.log.head() {
                 continue;
@@ -457,6 +534,9 @@ impl Hub {
                     });
                 }
             }
+            if state.rooms.watches_table(&change.table.name) {
+                self.check_rooms(state, &change);
+            }
         }
         for connection in too_slow {
             if state.connections.contains_key(&connection) {
@@ -498,6 +578,7 @@ impl Hub {
                     .unwrap_or_default();
                 for id in ids {
                     self.narrow(state, id, &viewer, cursor);
+                    self.check_member(state, id);
                 }
                 state.rights.insert(
                     user,
@@ -642,6 +723,10 @@ impl Hub {
         if connection.handle.is_closing() {
             return Err(SubscribeError::Closed);
         }
+        let token_name: Option<Arc<str>> = match &request.speaker {
+            Speaker::Token { principal, .. } => principal.name.as_deref().map(Arc::from),
+            Speaker::Cookie => None,
+        };
         let (viewer, expires_at) = match request.speaker {
             Speaker::Cookie => match &connection.cookie {
                 Some((viewer, _)) => (viewer.clone(), None),
@@ -687,6 +772,10 @@ impl Hub {
                 self.caps.bindings_per_user
             ))));
         }
+        let admitted = match &request.room {
+            Some(room) => Some(Self::admit(state, &viewer, room)?),
+            None => None,
+        };
         if connection.owner.is_none() {
             self.count_owner(state, user).map_err(|e| match e {
                 CloseOrRefuse::Refuse(refusal) => SubscribeError::Refused(refusal),
@@ -723,6 +812,7 @@ impl Hub {
         let Some(connection) = state.connections.get_mut(&request.connection) else {
             return Err(SubscribeError::Closed);
         };
+        let name = token_name.or_else(|| connection.name.clone());
         for frame in announce(&subscribed) {
             if !connection.handle.push(Outbound::Text(frame)) {
                 return Err(SubscribeError::Closed);
@@ -738,12 +828,24 @@ impl Hub {
                 .insert(id, &viewer, keys);
         }
         state.by_user.entry(user).or_default().insert(id);
+        let member = request.room.map(|room| room.member);
+        if let (Some(member), Some(audience)) = (&member, admitted)
+            && let Some(presence) = state.rooms.join(id, member, audience)
+        {
+            connection.handle.push(Outbound::Room {
+                channel: request.channel.clone(),
+                event: protocol::PRESENCE_STATE,
+                payload: presence,
+            });
+        }
         state.subscriptions.insert(
             id,
             Subscription {
                 connection: request.connection,
                 channel: request.channel,
                 viewer,
+                name,
+                room: member,
                 bindings: request.bindings,
                 live: !catching_up,
                 position,
@@ -919,6 +1021,278 @@ impl Hub {
         if let Some(connection) = state.connections.get_mut(&subscription.connection) {
             connection.subscriptions.retain(|other| *other != id);
         }
+        if let Some(member) = &subscription.room {
+            let notes = state.rooms.leave(id, &member.room);
+            Self::deliver_notes(state, notes);
+        }
+    }
+
+    /// Who may join a room, decided from the database's current state: a
+    /// person's room for that person; a row's room for those who may see
+    /// the row, as the room has followed it (when it has members) or as
+    /// looked up, corrected by every change of the row since. Returns who
+    /// may see the row, for a row's room.
+    fn admit(
+        state: &HubState,
+        viewer: &Viewer,
+        request: &RoomRequest,
+    ) -> Result<Option<Audience>, SubscribeError> {
+        let room = &request.member.room;
+        let refused = |why: &str| {
+            SubscribeError::Refused(Refusal(
+                ErrorKind::Unauthorized,
+                format!("you may not join {}: {why}", room.topic),
+            ))
+        };
+        let (table, key) = match &room.access {
+            RoomAccess::Person(person) if *person == viewer.user_id => return Ok(None),
+            RoomAccess::Person(_) => return Err(refused("it is only for that user")),
+            RoomAccess::Row { table, key } => (table, key),
+        };
+        let audience = match state.rooms.known_audience(room) {
+            Some(known) => known.cloned(),
+            None => {
+                let Some((found, as_of)) = &request.looked_up else {
+                    return Err(refused("who may see it could not be looked up"));
+                };
+                if *as_of < state.log.floor() {
+                    return Err(SubscribeError::Refused(limited(format!(
+                        "{} changed too much while you joined: join again",
+                        room.topic
+                    ))));
+                }
+                let mut audience = found.clone();
+                for change in state.log.after(*as_of) {
+                    if *change.table.name != **table {
+                        continue;
+                    }
+                    match change.kind {
+                        ChangeKind::Truncate => audience = None,
+                        _ if change.key() != Some(key.as_str()) => {}
+                        ChangeKind::Delete => audience = None,
+                        _ => audience = change.after.clone(),
+                    }
+                }
+                audience
+            }
+        };
+        match audience {
+            Some(audience) if viewer.may_see(&audience) => Ok(Some(audience)),
+            _ => Err(refused(&format!(
+                "it is for the people who may see that row of {table}"
+            ))),
+        }
+    }
+
+    /// Puts a channel out of its room (and closes it): its person may no
+    /// longer see what the room is about.
+    fn put_out(state: &mut HubState, id: SubscriptionId) {
+        let Some(subscription) = state.subscriptions.get(&id) else {
+            return;
+        };
+        let channel = subscription.channel.clone();
+        if let Some(connection) = state.connections.get(&subscription.connection) {
+            connection.handle.push(Outbound::Closed {
+                channel,
+                message: "you may no longer see what this room is about: it is closed for you",
+            });
+        }
+        Self::remove_subscription(state, id);
+    }
+
+    /// A change of a row some room is about: who may see it now decides
+    /// who stays.
+    fn check_rooms(&self, state: &mut HubState, change: &Change) {
+        let affected: Vec<(Room, Vec<SubscriptionId>)> = if change.kind == ChangeKind::Truncate {
+            state.rooms.rooms_of_table(&change.table.name)
+        } else {
+            let Some(key) = change.key() else {
+                return;
+            };
+            let audience = match change.kind {
+                ChangeKind::Delete => None,
+                _ => change.after.clone(),
+            };
+            state
+                .rooms
+                .row_changed(&change.table.name, key, audience)
+                .into_iter()
+                .collect()
+        };
+        for (_, members) in affected {
+            for id in members {
+                self.check_member(state, id);
+            }
+        }
+    }
+
+    /// Whether a room's member may still be in it; put out if not.
+    fn check_member(&self, state: &mut HubState, id: SubscriptionId) {
+        let Some(subscription) = state.subscriptions.get(&id) else {
+            return;
+        };
+        let Some(member) = &subscription.room else {
+            return;
+        };
+        let stays = match &member.room.access {
+            RoomAccess::Person(person) => *person == subscription.viewer.user_id,
+            RoomAccess::Row { .. } => state
+                .rooms
+                .known_audience(&member.room)
+                .flatten()
+                .is_some_and(|audience| subscription.viewer.may_see(audience)),
+        };
+        if !stays {
+            self.metrics.error(ErrorKind::Unauthorized);
+            Self::put_out(state, id);
+        }
+    }
+
+    /// Hands a room's messages to its members' connections.
+    fn deliver_notes(state: &HubState, notes: Vec<Note>) {
+        for (id, event, payload) in notes {
+            let Some(subscription) = state.subscriptions.get(&id) else {
+                continue;
+            };
+            if let Some(connection) = state.connections.get(&subscription.connection) {
+                connection.handle.push(Outbound::Room {
+                    channel: subscription.channel.clone(),
+                    event,
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// A broadcast goes to every member of its room but the channel that
+    /// sent it (unless it asked for its own); a connection without room in
+    /// its queue misses it (broadcasts are not kept).
+    fn deliver_broadcast(&self, state: &HubState, broadcast: &Broadcast) {
+        for id in state.rooms.members(&broadcast.room) {
+            let Some(subscription) = state.subscriptions.get(&id) else {
+                continue;
+            };
+            let Some(connection) = state.connections.get(&subscription.connection) else {
+                continue;
+            };
+            let echo = subscription.room.as_ref().is_some_and(|m| m.echo);
+            let own = broadcast.from
+                == Some(Sender {
+                    node: self.node,
+                    connection: subscription.connection,
+                });
+            if own && !echo {
+                continue;
+            }
+            if !connection.handle.has_room() {
+                self.metrics.broadcasts_dropped.inc();
+                continue;
+            }
+            connection.handle.push(Outbound::Room {
+                channel: subscription.channel.clone(),
+                event: protocol::BROADCAST,
+                payload: broadcast.payload.clone(),
+            });
+            self.metrics.broadcasts_sent.inc();
+        }
+    }
+
+    /// The room of a connection's channel, and who speaks in it: what a
+    /// broadcast from it needs. `None` when the channel is not in a room.
+    pub fn room_of(&self, connection: ConnectionId, topic: &str) -> Option<Room> {
+        let state = self.lock();
+        Self::member_id(&state, connection, topic)
+            .and_then(|id| state.subscriptions.get(&id)?.room.as_ref())
+            .map(|member| member.room.clone())
+    }
+
+    fn member_id(
+        state: &HubState,
+        connection: ConnectionId,
+        topic: &str,
+    ) -> Option<SubscriptionId> {
+        state
+            .connections
+            .get(&connection)?
+            .subscriptions
+            .iter()
+            .copied()
+            .find(|id| {
+                state
+                    .subscriptions
+                    .get(id)
+                    .is_some_and(|s| s.channel.topic == topic && s.room.is_some())
+            })
+    }
+
+    /// A channel tracks its presence (`meta`, a JSON object), under its
+    /// person's id and with their name, whatever the client says. `false`
+    /// when the channel is not in a room.
+    pub fn track(
+        &self,
+        connection: ConnectionId,
+        topic: &str,
+        mut meta: serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(id) = Self::member_id(state, connection, topic) else {
+            return false;
+        };
+        let Some(subscription) = state.subscriptions.get(&id) else {
+            return false;
+        };
+        let Some(member) = subscription.room.clone() else {
+            return false;
+        };
+        let key = subscription.viewer.user_id.to_string();
+        meta.insert("user_id".into(), serde_json::Value::String(key.clone()));
+        match &subscription.name {
+            Some(name) => meta.insert(
+                "user_name".into(),
+                serde_json::Value::String(name.to_string()),
+            ),
+            None => meta.remove("user_name"),
+        };
+        meta.remove("phx_ref_prev");
+        let notes = state.rooms.track(id, &member.room, key, meta);
+        Self::deliver_notes(state, notes);
+        true
+    }
+
+    /// A channel stops tracking. `false` when it is not in a room.
+    pub fn untrack(&self, connection: ConnectionId, topic: &str) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(id) = Self::member_id(state, connection, topic) else {
+            return false;
+        };
+        let Some(room) = state
+            .subscriptions
+            .get(&id)
+            .and_then(|s| s.room.as_ref())
+            .map(|m| m.room.clone())
+        else {
+            return false;
+        };
+        let notes = state.rooms.untrack(id, &room);
+        Self::deliver_notes(state, notes);
+        true
+    }
+
+    /// Which of these people have a connection to this server now.
+    pub fn online(&self, people: &[Uuid]) -> Vec<Uuid> {
+        let state = self.lock();
+        people
+            .iter()
+            .copied()
+            .filter(|person| state.connections_per_user.contains_key(person))
+            .collect()
+    }
+
+    /// How many channels are in a room on this server.
+    pub fn room_size(&self, room: &Room) -> usize {
+        self.lock().rooms.member_count(room)
     }
 }
 
@@ -1067,6 +1441,7 @@ mod tests {
     fn principal(viewer: Viewer, session: Option<&str>) -> Principal {
         Principal {
             viewer,
+            name: None,
             session: session.map(|s| SessionKey(s.into())),
             expires_at: None,
         }
@@ -1122,6 +1497,7 @@ mod tests {
             speaker: Speaker::Cookie,
             bindings: vec![binding(filter)],
             resume_after: resume,
+            room: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod access;
 #[cfg(feature = "server")]
+pub mod broadcast;
+#[cfg(feature = "server")]
 pub mod capture;
 #[cfg(feature = "server")]
 pub mod catalog;

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Capture,
     /// PostgreSQL invalidated a slot of this server: changes were lost.
     SlotLost,
+    /// The database could not take a broadcast.
+    Unavailable,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub resets: Counter,
     pub slow_consumer_closes: Counter,
     pub visibility_waits: Counter,
+    pub broadcasts_sent: Counter,
+    pub broadcasts_dropped: Counter,
     pub errors: Family<ErrorLabels, Counter>,
     /// WAL each slot keeps (bytes from its restart position to the WAL's end).
     pub slot_retained_wal_bytes: Family<SlotLabels, Gauge>,
@@ -82,6 +86,8 @@ impl Metrics {
             resets: Counter::default(),
             slow_consumer_closes: Counter::default(),
             visibility_waits: Counter::default(),
+            broadcasts_sent: Counter::default(),
+            broadcasts_dropped: Counter::default(),
             errors: Family::default(),
             slot_retained_wal_bytes: Family::default(),
             slot_wal_status: Family::default(),
@@ -141,6 +147,16 @@ impl Metrics {
             "visibility_waits",
             "Times committed transactions were held back because queries could not see them yet",
             metrics.visibility_waits.clone(),
+        );
+        registry.register(
+            "broadcasts_sent",
+            "Broadcasts queued for room members",
+            metrics.broadcasts_sent.clone(),
+        );
+        registry.register(
+            "broadcasts_dropped",
+            "Broadcasts a member missed because its queue was full",
+            metrics.broadcasts_dropped.clone(),
         );
         registry.register(
             "errors",

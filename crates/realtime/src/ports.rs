@@ -4,9 +4,10 @@
 //!
 //! - [`Identity`]: who a session cookie or an access token speaks for,
 //!   looked up when it is used (the same lookup the app's HTTP handlers use).
-//! - [`Rules`]: who may see a row, decided from the row itself; and what a
+//! - [`Rules`]: who may see a row, decided from the row itself; what a
 //!   change to the app's own tables of people and sessions means for rights,
-//!   so that rights follow the database in commit order.
+//!   so that rights follow the database in commit order; and which channel
+//!   topics are rooms (Broadcast and Presence) and who may join them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,9 @@ pub struct SessionKey(pub String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub viewer: Viewer,
+    /// The name others see in presence (the engine adds it to what a
+    /// client tracks, so nobody can appear under another's name).
+    pub name: Option<String>,
     /// The browser session it came from (a session cookie), if any.
     pub session: Option<SessionKey>,
     /// When the credential stops counting (Unix seconds), if it runs out.
@@ -91,6 +95,38 @@ pub struct RightsRow<'a> {
     pub commit_micros: i64,
 }
 
+/// A room: a channel topic with Broadcast and Presence, for the people who
+/// may join it. Its spelling ([`Room::topic`]) is canonical: every client
+/// naming it lands in the same room.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Room {
+    /// The topic without `realtime:`, canonical (e.g. `order:<uuid>`).
+    pub topic: String,
+    pub access: RoomAccess,
+}
+
+/// Who may join a room.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoomAccess {
+    /// Those who may see this row (of a published table, by its primary
+    /// key), as the database says now; when the row changes or goes, those
+    /// who may no longer see it leave.
+    Row { table: String, key: String },
+    /// This person only.
+    Person(Uuid),
+}
+
+/// What a channel topic is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// A room.
+    Room(Room),
+    /// Looks like a room but names none (a malformed id): the reason.
+    Invalid(String),
+    /// A channel for Postgres Changes only.
+    Plain,
+}
+
 pub trait Rules: Send + Sync + 'static {
     /// Who may see this row (of `row.table()`), besides viewers who see everything.
     fn audience(&self, row: &RowView<'_>) -> Audience;
@@ -101,4 +137,15 @@ pub trait Rules: Send + Sync + 'static {
 
     /// What a change of a rights table means.
     fn rights(&self, row: &RightsRow<'_>) -> Option<RightsChange>;
+
+    /// What a channel topic (without `realtime:`) is. Without rooms, every
+    /// topic is plain.
+    fn topic(&self, _topic: &str) -> Topic {
+        Topic::Plain
+    }
+
+    /// The room topics, for refusals (e.g. `order:<order id>, user:<user id>`).
+    fn room_topics(&self) -> &'static str {
+        "none on this server"
+    }
 }

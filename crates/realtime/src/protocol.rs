@@ -21,6 +21,10 @@ pub const HEARTBEAT: &str = "heartbeat";
 pub const ACCESS_TOKEN: &str = "access_token";
 pub const POSTGRES_CHANGES: &str = "postgres_changes";
 pub const SYSTEM: &str = "system";
+pub const BROADCAST: &str = "broadcast";
+pub const PRESENCE: &str = "presence";
+pub const PRESENCE_STATE: &str = "presence_state";
+pub const PRESENCE_DIFF: &str = "presence_diff";
 
 /// WebSocket close code for a connection closed because it fell too far
 /// behind; reconnecting and resuming from the last cursor loses nothing.
@@ -213,6 +217,35 @@ pub struct JoinPayload {
 pub struct JoinConfig {
     #[serde(default)]
     pub postgres_changes: Vec<PostgresChangesRequest>,
+    #[serde(default)]
+    pub broadcast: BroadcastConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
+    /// realtime-js's private channels: rooms are authorized either way.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// A channel's broadcast options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastConfig {
+    /// Each broadcast sent gets a reply once the server has it.
+    #[serde(default)]
+    pub ack: bool,
+    /// The channel hears its own broadcasts.
+    #[serde(default, rename = "self")]
+    pub echo: bool,
+}
+
+/// A channel's presence options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceConfig {
+    /// The channel hears presence (`presence_state`, `presence_diff`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// realtime-js's presence key: ignored, presence is keyed by the user.
+    #[serde(default)]
+    pub key: String,
 }
 
 /// One `postgres_changes` binding as a client asks for it.
@@ -337,6 +370,9 @@ pub enum Notice {
     AccountRemoved,
     /// Too many connections or subscriptions, or messages too fast.
     Limited,
+    /// The channel's room is closed to this user (they may no longer see
+    /// what it is about).
+    RoomClosed,
 }
 
 #[cfg(test)]

@@ -16,15 +16,17 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 
+use crate::access::Audience;
+use crate::broadcast::{self, Outgoing};
 use crate::catalog::Catalog;
 use crate::cursor::ChangeCursor;
 use crate::hub::{
-    Channel, CloseOrRefuse, ConnectionHandle, Hub, Outbound, Speaker, SubscribeError,
-    SubscribeRequest,
+    Channel, CloseOrRefuse, ConnectionHandle, Hub, Member, Outbound, RoomRequest, Speaker,
+    SubscribeError, SubscribeRequest,
 };
 use crate::join::{Binding, Refusal};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::ports::{AuthError, Principal};
+use crate::ports::{AuthError, Principal, RoomAccess, Rules, Topic};
 use crate::protocol::{
     self, Frame, JoinPayload, JoinResponse, Notice, PostgresChangesBinding, SystemMessage, Vsn,
 };
@@ -40,6 +42,7 @@ pub struct SessionParts {
     pub hub: Arc<Hub>,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    pub rules: Arc<dyn Rules>,
     pub limits: Limits,
 }
 
@@ -55,6 +58,11 @@ pub struct Limits {
     pub messages_per_second: u32,
     /// Joins a connection may send per second (bursts of twice that).
     pub joins_per_second: u32,
+    /// Broadcasts a connection may send per second (bursts of twice that).
+    pub broadcasts_per_second: u32,
+    /// Presence updates (track, untrack) a connection may send per second
+    /// (bursts of twice that).
+    pub presence_per_second: u32,
 }
 
 /// What the socket does next.
@@ -64,6 +72,12 @@ pub enum Next {
     Continue,
     /// Look the token up, then hand the answer to [`Session::resolved`].
     Resolve(Box<TokenLookup>),
+    /// Look up who may see a row (for joining its room), then hand the
+    /// answer to [`Session::looked_up`].
+    LookUp(Box<RowLookup>),
+    /// Send a broadcast through the database, then hand the outcome to
+    /// [`Session::sent`].
+    Broadcast(Box<Outgoing>),
     /// Close the connection with this code and reason (after sending what is queued).
     Close(u16, &'static str),
 }
@@ -84,8 +98,30 @@ enum Waiting {
     Refresh(Frame),
 }
 
+/// A row whose audience decides a room join, and the join waiting for it.
+#[derive(Debug)]
+pub struct RowLookup {
+    pub table: String,
+    pub key: String,
+    /// The hub's head before the lookup began: later changes of the row
+    /// correct what it finds.
+    as_of: ChangeCursor,
+    join: Join,
+}
+
+/// A join waiting for its room's row.
+#[derive(Debug)]
+struct Join {
+    frame: Frame,
+    payload: JoinPayload,
+    speaker: Speaker,
+    member: Member,
+}
+
 struct JoinedChannel {
     join_ref: Option<String>,
+    /// Broadcasts sent on it get a reply (`broadcast.ack`).
+    ack: bool,
     /// The person it speaks for.
     user: uuid::Uuid,
     /// When its access token expires (Unix seconds), if it used one.
@@ -101,6 +137,8 @@ pub struct Session {
     next_binding: u64,
     messages: DefaultDirectRateLimiter,
     joins: DefaultDirectRateLimiter,
+    broadcasts: DefaultDirectRateLimiter,
+    presence: DefaultDirectRateLimiter,
     refusals_in_a_row: u32,
 }
 
@@ -134,6 +172,8 @@ impl Session {
             next_binding: 1,
             messages: RateLimiter::direct(quota(limits.messages_per_second)),
             joins: RateLimiter::direct(quota(limits.joins_per_second)),
+            broadcasts: RateLimiter::direct(quota(limits.broadcasts_per_second)),
+            presence: RateLimiter::direct(quota(limits.presence_per_second)),
             refusals_in_a_row: 0,
         })
     }
@@ -166,16 +206,19 @@ impl Session {
         self.receive(frame)
     }
 
-    /// Handles one binary message from the client.
-    pub fn receive_binary(&mut self, _bytes: &[u8]) -> Next {
+    /// Handles one binary message from the client: realtime-js 2's
+    /// broadcast push (kind 3).
+    pub fn receive_binary(&mut self, bytes: &[u8]) -> Next {
         if let Some(next) = self.too_fast() {
             return next;
         }
-        self.connection_error(
-            ErrorKind::BadJson,
-            "binary messages are not supported; send JSON text",
-        );
-        Next::Continue
+        match broadcast::decode_broadcast_push(bytes) {
+            Ok(frame) => self.receive(frame),
+            Err(reason) => {
+                self.connection_error(ErrorKind::BadJson, &reason);
+                Next::Continue
+            }
+        }
     }
 
     /// Counts a message against the rate limit: `Some` when it must be refused.
@@ -243,12 +286,9 @@ impl Session {
                     }
                 }
             }
-            (_, "broadcast" | "presence") if joined => {
-                let reason = format!(
-                    "{} is not supported by this server; use postgres_changes",
-                    frame.event
-                );
-                self.refuse(&frame, Refusal(ErrorKind::UnknownEvent, reason));
+            (_, protocol::BROADCAST) if joined => self.broadcast(frame),
+            (_, protocol::PRESENCE) if joined => {
+                self.presence(&frame);
                 Next::Continue
             }
             (_, event) if joined => {
@@ -299,10 +339,7 @@ impl Session {
                 as_of: self.parts.hub.head(),
                 waiting: Waiting::Join(frame, payload),
             })),
-            _ if self.signed_in => {
-                self.subscribe(frame, payload, Speaker::Cookie);
-                Next::Continue
-            }
+            _ if self.signed_in => self.subscribe(frame, payload, Speaker::Cookie),
             _ => {
                 self.refuse(
                     &frame,
@@ -318,22 +355,110 @@ impl Session {
     }
 
     /// Continues what waited for a token lookup.
-    pub fn resolved(&mut self, lookup: Box<TokenLookup>, principal: Result<Principal, AuthError>) {
+    pub fn resolved(
+        &mut self,
+        lookup: Box<TokenLookup>,
+        principal: Result<Principal, AuthError>,
+    ) -> Next {
         let as_of = lookup.as_of;
         match (lookup.waiting, principal) {
             (Waiting::Join(frame, payload), Ok(principal)) => {
-                self.subscribe(frame, payload, Speaker::Token { principal, as_of })
+                return self.subscribe(frame, payload, Speaker::Token { principal, as_of });
             }
             (Waiting::Join(frame, _), Err(e)) => {
                 self.refuse(&frame, Refusal(auth_error_kind(&e), e.to_string()))
             }
             (Waiting::Refresh(frame), principal) => self.finish_refresh(&frame.topic, principal),
         }
+        Next::Continue
     }
 
-    fn subscribe(&mut self, frame: Frame, payload: JoinPayload, speaker: Speaker) {
-        if let Err(refusal) = self.try_subscribe(&frame, &payload, speaker) {
-            self.refuse(&frame, refusal);
+    /// Continues a room join with who may see the room's row (`None`: no
+    /// such row), or why that could not be looked up.
+    pub fn looked_up(
+        &mut self,
+        lookup: Box<RowLookup>,
+        audience: Result<Option<Audience>, String>,
+    ) -> Next {
+        let RowLookup { as_of, join, .. } = *lookup;
+        match audience {
+            Ok(audience) => {
+                let room = RoomRequest {
+                    member: join.member,
+                    looked_up: Some((audience, as_of)),
+                };
+                if let Err(refusal) =
+                    self.try_subscribe(&join.frame, &join.payload, join.speaker, Some(room))
+                {
+                    self.refuse(&join.frame, refusal);
+                }
+            }
+            Err(e) => self.refuse(
+                &join.frame,
+                Refusal(
+                    ErrorKind::Unauthorized,
+                    format!("who may join could not be checked just now: {e}"),
+                ),
+            ),
+        }
+        Next::Continue
+    }
+
+    /// A join as the token or cookie allows: a plain channel subscribes at
+    /// once; a room's needs who may see its row first.
+    fn subscribe(&mut self, frame: Frame, payload: JoinPayload, speaker: Speaker) -> Next {
+        let name = frame.topic.strip_prefix("realtime:").unwrap_or_default();
+        let member = match self.parts.rules.topic(name) {
+            Topic::Room(room) => Some(Member {
+                room,
+                echo: payload.config.broadcast.echo,
+                presence: payload.config.presence.enabled,
+            }),
+            Topic::Invalid(reason) => {
+                self.refuse(&frame, Refusal(ErrorKind::UnknownTopic, reason));
+                return Next::Continue;
+            }
+            Topic::Plain if payload.config.presence.enabled => {
+                let reason = format!(
+                    "{name} has no presence: presence and broadcast are on the room topics ({})",
+                    self.parts.rules.room_topics()
+                );
+                self.refuse(&frame, Refusal(ErrorKind::UnknownTopic, reason));
+                return Next::Continue;
+            }
+            Topic::Plain => None,
+        };
+        match member {
+            Some(member) => match &member.room.access {
+                RoomAccess::Row { table, key } => Next::LookUp(Box::new(RowLookup {
+                    table: table.clone(),
+                    key: key.clone(),
+                    as_of: self.parts.hub.head(),
+                    join: Join {
+                        frame,
+                        payload,
+                        speaker,
+                        member,
+                    },
+                })),
+                RoomAccess::Person(_) => {
+                    let room = RoomRequest {
+                        member,
+                        looked_up: None,
+                    };
+                    if let Err(refusal) = self.try_subscribe(&frame, &payload, speaker, Some(room))
+                    {
+                        self.refuse(&frame, refusal);
+                    }
+                    Next::Continue
+                }
+            },
+            None => {
+                if let Err(refusal) = self.try_subscribe(&frame, &payload, speaker, None) {
+                    self.refuse(&frame, refusal);
+                }
+                Next::Continue
+            }
         }
     }
 
@@ -342,6 +467,7 @@ impl Session {
         frame: &Frame,
         payload: &JoinPayload,
         speaker: Speaker,
+        room: Option<RoomRequest>,
     ) -> Result<(), Refusal> {
         if !self.channels.contains_key(&frame.topic)
             && self.channels.len() >= self.parts.limits.max_channels
@@ -392,6 +518,7 @@ impl Session {
                 speaker,
                 bindings,
                 resume_after: payload.cursor,
+                room,
             },
             |subscribed| {
                 let response = JoinResponse {
@@ -438,6 +565,7 @@ impl Session {
             frame.topic.clone(),
             JoinedChannel {
                 join_ref: frame.join_ref.clone(),
+                ack: payload.config.broadcast.ack,
                 user: subscribed.user,
                 expires_at: subscribed.expires_at,
             },
@@ -449,6 +577,102 @@ impl Session {
             });
         }
         Ok(())
+    }
+
+    /// A broadcast from the client: to the other members of its room, on
+    /// every server, through the database.
+    fn broadcast(&mut self, frame: Frame) -> Next {
+        let Some(room) = self.parts.hub.room_of(self.connection.id, &frame.topic) else {
+            self.refuse(&frame, self.not_a_room(&frame.topic));
+            return Next::Continue;
+        };
+        if self.broadcasts.check().is_err() {
+            let reason = format!(
+                "too many broadcasts: at most {} per second; this one was dropped",
+                self.parts.limits.broadcasts_per_second
+            );
+            self.refuse(&frame, Refusal(ErrorKind::Limited, reason));
+            return Next::Continue;
+        }
+        let ack = self.channels.get(&frame.topic).is_some_and(|c| c.ack);
+        match Outgoing::from_client(&frame, room, self.parts.hub.node(), self.connection.id) {
+            Ok(outgoing) => Next::Broadcast(Box::new(Outgoing {
+                reply: ack.then_some(frame),
+                ..outgoing
+            })),
+            Err(reason) => {
+                self.refuse(&frame, Refusal(ErrorKind::BadPayload, reason));
+                Next::Continue
+            }
+        }
+    }
+
+    /// A broadcast went to the database (or could not): the reply it
+    /// asked for.
+    pub fn sent(&mut self, outgoing: &Outgoing, result: Result<(), String>) {
+        if let Some(frame) = &outgoing.reply {
+            match result {
+                Ok(()) => self.reply(frame, json!({})),
+                Err(e) => self.refuse(
+                    frame,
+                    Refusal(
+                        ErrorKind::Unavailable,
+                        format!("the broadcast could not be sent: {e}"),
+                    ),
+                ),
+            }
+        } else if let Err(e) = result {
+            self.parts.metrics.error(ErrorKind::Unavailable);
+            tracing::warn!(error = %e, "a broadcast could not be sent");
+        }
+    }
+
+    /// `track` or `untrack` in the channel's room.
+    fn presence(&mut self, frame: &Frame) {
+        if self.presence.check().is_err() {
+            let reason = format!(
+                "too many presence updates: at most {} per second; this one was dropped",
+                self.parts.limits.presence_per_second
+            );
+            self.refuse(frame, Refusal(ErrorKind::Limited, reason));
+            return;
+        }
+        let done = match frame.payload.get("event").and_then(Value::as_str) {
+            Some("track") => {
+                let meta = match frame.payload.get("payload") {
+                    None | Some(Value::Null) => serde_json::Map::new(),
+                    Some(Value::Object(meta)) => meta.clone(),
+                    Some(_) => {
+                        let reason = "track takes a JSON object".to_string();
+                        self.refuse(frame, Refusal(ErrorKind::BadPayload, reason));
+                        return;
+                    }
+                };
+                self.parts.hub.track(self.connection.id, &frame.topic, meta)
+            }
+            Some("untrack") => self.parts.hub.untrack(self.connection.id, &frame.topic),
+            other => {
+                let reason = format!("unknown presence event {other:?}: use track or untrack");
+                self.refuse(frame, Refusal(ErrorKind::UnknownEvent, reason));
+                return;
+            }
+        };
+        if done {
+            self.reply(frame, json!({}));
+        } else {
+            self.refuse(frame, self.not_a_room(&frame.topic));
+        }
+    }
+
+    fn not_a_room(&self, topic: &str) -> Refusal {
+        let name = topic.strip_prefix("realtime:").unwrap_or(topic);
+        Refusal(
+            ErrorKind::UnknownTopic,
+            format!(
+                "{name} has no broadcast or presence: they are on the room topics ({})",
+                self.parts.rules.room_topics()
+            ),
+        )
     }
 
     fn leave(&mut self, topic: &str) {

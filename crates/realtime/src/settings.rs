@@ -33,6 +33,11 @@ pub struct RealtimeSettings {
     pub messages_per_second: u32,
     /// Joins a connection may send per second (bursts of twice that).
     pub joins_per_second: u32,
+    /// Broadcasts a connection may send per second (bursts of twice that).
+    pub broadcasts_per_second: u32,
+    /// Presence updates (track, untrack) a connection may send per second
+    /// (bursts of twice that).
+    pub presence_per_second: u32,
     /// How often the server pings each socket (a browser answers without
     /// running JavaScript, so throttled background tabs stay connected).
     pub ping_interval_secs: u64,
@@ -65,6 +70,8 @@ impl Default for RealtimeSettings {
             max_bindings_per_user: 500,
             messages_per_second: 50,
             joins_per_second: 20,
+            broadcasts_per_second: 20,
+            presence_per_second: 5,
             ping_interval_secs: 20,
             trust_forwarded_for: false,
             slot_name: String::new(),

@@ -218,21 +218,14 @@ async fn serve(
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => Next::Continue,
                 };
-                match next {
-                    Next::Continue => {}
-                    Next::Resolve(lookup) => {
-                        let principal = Box::pin(realtime.identity.token(&lookup.token)).await;
-                        session.resolved(lookup, principal);
-                    }
-                    Next::Close(code, reason) => {
-                        while let Some(item) = queue.try_recv() {
-                            if let Outbound::Text(text) = item {
-                                let _ = socket.feed(Message::Text(text.into())).await;
-                            }
+                if let Some((code, reason)) = Box::pin(follow(&mut session, &realtime, next)).await {
+                    while let Some(item) = queue.try_recv() {
+                        if let Outbound::Text(text) = item {
+                            let _ = socket.feed(Message::Text(text.into())).await;
                         }
-                        close_gracefully(&mut socket, code, reason).await;
-                        break;
                     }
+                    close_gracefully(&mut socket, code, reason).await;
+                    break;
                 }
             }
             _ = ping.tick() => {
@@ -262,6 +255,37 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// Does what the session asks (look a token or a row up, send a broadcast)
+/// until it asks for nothing more; the close it asks for, if any.
+async fn follow(
+    session: &mut Session,
+    realtime: &Realtime,
+    mut next: Next,
+) -> Option<(u16, &'static str)> {
+    loop {
+        next = match next {
+            Next::Continue => return None,
+            Next::Close(code, reason) => return Some((code, reason)),
+            Next::Resolve(lookup) => {
+                let principal = realtime.identity.token(&lookup.token).await;
+                session.resolved(lookup, principal)
+            }
+            Next::LookUp(lookup) => {
+                let audience = realtime.row_audience(&lookup.table, &lookup.key).await;
+                session.looked_up(lookup, audience)
+            }
+            Next::Broadcast(outgoing) => {
+                let result = realtime
+                    .emit(std::slice::from_ref(&outgoing.content))
+                    .await
+                    .map_err(|e| e.to_string());
+                session.sent(&outgoing, result);
+                Next::Continue
+            }
+        };
     }
 }
 
@@ -377,6 +401,36 @@ async fn send_item(
                 Some(notice),
             );
             sink.feed(Message::Text(text.into())).await
+        }
+        Outbound::Room {
+            channel,
+            event,
+            payload,
+        } => {
+            let text = encode_raw(
+                vsn,
+                channel.join_ref.as_deref(),
+                None,
+                &channel.topic,
+                event,
+                &payload,
+            );
+            sink.feed(Message::Text(text.into())).await
+        }
+        Outbound::Closed { channel, message } => {
+            let error = system_frame(
+                vsn,
+                &channel.topic,
+                "error",
+                "system",
+                message,
+                Some(Notice::RoomClosed),
+            );
+            sink.feed(Message::Text(error.into())).await?;
+            let mut close =
+                protocol::Frame::new(&channel.topic, protocol::CLOSE, serde_json::json!({}));
+            close.join_ref = channel.join_ref.clone();
+            sink.feed(Message::Text(close.encode(vsn).into())).await
         }
         Outbound::CatchUp {
             subscription,

@@ -43,6 +43,9 @@ pub enum Step {
     End(u64),
     /// Everything up to this WAL position is processed (nothing to publish).
     Processed(u64),
+    /// Published as is, in order: nothing to wait for (a broadcast sent
+    /// outside any transaction).
+    Now(Vec<Published>),
 }
 
 pub struct Gate<'a> {
@@ -68,7 +71,7 @@ impl Gate<'_> {
                 .iter()
                 .filter_map(|step| match step {
                     Step::Commit { xid, .. } | Step::Begin { xid } => Some(*xid),
-                    Step::Slice(_) | Step::End(_) | Step::Processed(_) => None,
+                    Step::Slice(_) | Step::End(_) | Step::Processed(_) | Step::Now(_) => None,
                 })
                 .collect();
             if !xids.is_empty() {
@@ -83,7 +86,7 @@ impl Gate<'_> {
                         position = position.max(end);
                     }
                     Step::Begin { .. } => {}
-                    Step::Slice(changes) => self.hub.publish(changes),
+                    Step::Slice(changes) | Step::Now(changes) => self.hub.publish(changes),
                     Step::End(end) | Step::Processed(end) => position = position.max(end),
                 }
             }

@@ -4,11 +4,13 @@ use leptos::prelude::*;
 use threadline_realtime::client::{Listen, use_realtime};
 use uuid::Uuid;
 
+use super::OrderRoom;
 use super::form::{clear_text, field};
 use crate::api::messages::{list_contacts, order_messages, send_message};
 use crate::app::use_user;
 use crate::components::form_feedback::FormError;
 use crate::components::optimistic::Optimistic;
+use crate::components::presence::{Typing, TypingNote};
 use crate::model::{Contact, Order, Role, format_timestamp};
 use crate::realtime::Table;
 
@@ -55,6 +57,18 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
     let me = user.id;
     let my_name = user.name.clone();
     let role = user.role;
+    let OrderRoom { room, typists } = expect_context::<OrderRoom>();
+    let typing = Typing::new();
+    let who = serde_json::json!({"user_id": me, "name": my_name.clone()});
+    let told = who.clone();
+    let on_input = move |ev: leptos::ev::Event| {
+        if event_target_value(&ev).trim().is_empty() {
+            typing.stopped();
+            room.send("stopped", told.clone());
+        } else if typing.keystroke() {
+            room.send("typing", told.clone());
+        }
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = field(&form, "body");
@@ -66,6 +80,8 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
             return;
         }
         clear_text(&form);
+        typing.stopped();
+        room.send("stopped", who.clone());
         sends.run(
             body.clone(),
             move |mutation| async move {
@@ -139,7 +155,8 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                         })
                     }
                 </Transition>
-                <textarea name="body" rows="2" placeholder="Write a message about this order" aria-label="Message"></textarea>
+                <textarea name="body" rows="2" placeholder="Write a message about this order" aria-label="Message" on:input=on_input></textarea>
+                <TypingNote names=Signal::derive(move || typists.names(me))/>
                 <FormError message=Signal::derive(move || sends.error.get())/>
                 <button type="submit" class="button primary">"Send"</button>
             </form>

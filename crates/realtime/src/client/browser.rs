@@ -12,12 +12,13 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use super::machine::{Effect, HEARTBEAT_MS, Machine, POLL_EVERY_MS};
+use super::machine::{Effect, HEARTBEAT_MS, Machine, POLL_EVERY_MS, RoomEvent, room_topic};
 use super::{ConnectionStatus, Listen, RealtimeEvent};
 use crate::cursor::ChangeCursor;
 use crate::poll::{PollChannel, PollResult};
 
 type Listener = Rc<dyn Fn(&RealtimeEvent)>;
+type RoomListener = Rc<dyn Fn(&RoomEvent)>;
 
 pub(super) type PollFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<PollResult>, String>>>>;
@@ -47,6 +48,8 @@ struct Inner {
     socket: Option<Socket>,
     retry: Option<TimeoutHandle>,
     listeners: HashMap<String, Listener>,
+    /// The components in each room (by topic), with their listener ids.
+    room_listeners: HashMap<String, Vec<(u64, RoomListener)>>,
     timers_started: bool,
     status: RwSignal<ConnectionStatus>,
     last_activity: RwSignal<Option<f64>>,
@@ -79,6 +82,7 @@ impl Connection {
                 socket: None,
                 retry: None,
                 listeners: HashMap::new(),
+                room_listeners: HashMap::new(),
                 timers_started: false,
                 status,
                 last_activity,
@@ -90,6 +94,10 @@ impl Connection {
     /// Runs one input through the machine, then its effects, then shows the status.
     fn input(&self, step: impl FnOnce(&mut Machine) -> Vec<Effect>) {
         let effects = step(&mut self.inner.borrow_mut().machine);
+        self.run_all(effects);
+    }
+
+    fn run_all(&self, effects: Vec<Effect>) {
         for effect in effects {
             self.run(effect);
         }
@@ -138,6 +146,19 @@ impl Connection {
                 // called with nothing borrowed: a listener may (un)subscribe
                 let listener = self.inner.borrow().listeners.get(&topic).cloned();
                 if let Some(listener) = listener {
+                    listener(&event);
+                }
+            }
+            Effect::Room(topic, event) => {
+                // called with nothing borrowed: a listener may leave the room
+                let listeners: Vec<RoomListener> = self
+                    .inner
+                    .borrow()
+                    .room_listeners
+                    .get(&topic)
+                    .map(|all| all.iter().map(|(_, l)| l.clone()).collect())
+                    .unwrap_or_default();
+                for listener in listeners {
                     listener(&event);
                 }
             }
@@ -202,6 +223,51 @@ impl Connection {
     pub(super) fn unsubscribe(&self, topic: &str) {
         self.inner.borrow_mut().listeners.remove(topic);
         self.input(|m| m.unsubscribe(topic));
+    }
+
+    /// A component joins a room; returns its listener id.
+    pub(super) fn join_room(&self, room: &str, listener: Box<dyn Fn(&RoomEvent)>) -> u64 {
+        self.start_timers();
+        // the listener is in place before the machine's effects run: a
+        // newcomer hears who is here at once
+        let effects = {
+            let mut inner = self.inner.borrow_mut();
+            let (id, effects) = inner.machine.join_room(room, online());
+            inner
+                .room_listeners
+                .entry(room_topic(room))
+                .or_default()
+                .push((id, Rc::from(listener)));
+            effects
+        };
+        self.run_all(effects);
+        // the id is the last one pushed for this room
+        self.inner
+            .borrow()
+            .room_listeners
+            .get(&room_topic(room))
+            .and_then(|all| all.last().map(|(id, _)| *id))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn leave_room(&self, room: &str, id: u64) {
+        if let Some(all) = self
+            .inner
+            .borrow_mut()
+            .room_listeners
+            .get_mut(&room_topic(room))
+        {
+            all.retain(|(other, _)| *other != id);
+        }
+        self.input(|m| m.leave_room(id));
+    }
+
+    pub(super) fn track(&self, room: &str, meta: serde_json::Value) {
+        self.input(|m| m.track(room, meta));
+    }
+
+    pub(super) fn broadcast(&self, room: &str, event: &str, payload: serde_json::Value) {
+        self.input(|m| m.broadcast(room, event, payload));
     }
 
     /// Reconnects now if not connected (the "retry now" button).

@@ -15,6 +15,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod rooms;
+pub use rooms::{Present, RoomEvent, room_topic};
+
 use super::{ConnectionStatus, Listen, RealtimeEvent};
 use crate::cursor::ChangeCursor;
 use crate::poll::{PollChannel, PollResult};
@@ -49,6 +52,8 @@ pub enum Effect {
     Poll(Vec<PollChannel>),
     /// Hand an event to the listener of a channel (by topic).
     Deliver(String, RealtimeEvent),
+    /// Hand an event to the components in a room (by topic).
+    Room(String, RoomEvent),
     /// Something worth a console warning.
     Warn(String),
 }
@@ -75,6 +80,8 @@ struct Channel {
 pub struct Machine {
     link: Link,
     channels: BTreeMap<String, Channel>,
+    rooms: BTreeMap<String, rooms::RoomChannel>,
+    next_listener: u64,
     /// The newest cursor seen on any channel: new channels start from it.
     cursor: Option<ChangeCursor>,
     next_ref: u64,
@@ -102,6 +109,8 @@ impl Machine {
         Machine {
             link: Link::Down,
             channels: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            next_listener: 1,
             cursor: start,
             next_ref: 1,
             next_topic: 1,
@@ -163,15 +172,20 @@ impl Machine {
                 joined: false,
             },
         );
-        let mut effects = Vec::new();
-        // the first subscription, or one after signing out and in again
+        let mut effects = self.start(online);
+        effects.extend(self.join(&topic));
+        (topic, effects)
+    }
+
+    /// Connects for the first subscription, or one after signing out and
+    /// in again.
+    fn start(&mut self, online: bool) -> Vec<Effect> {
         if self.link == Link::Down && self.retry_at.is_none() {
             self.signed_out = false;
             self.started = true;
-            effects.extend(self.connect(online));
+            return self.connect(online);
         }
-        effects.extend(self.join(&topic));
-        (topic, effects)
+        Vec::new()
     }
 
     pub fn unsubscribe(&mut self, topic: &str) -> Vec<Effect> {
@@ -216,7 +230,9 @@ impl Machine {
         self.offline = true;
         self.drop_link();
         self.retry_at = None;
-        vec![Effect::Close, Effect::CancelRetry]
+        let mut effects = vec![Effect::Close, Effect::CancelRetry];
+        effects.extend(self.rooms_down());
+        effects
     }
 
     /// Signing out: the socket spoke for that user. The cursor stays: it is
@@ -229,7 +245,9 @@ impl Machine {
         self.attempt = 0;
         self.failures = 0;
         self.polling = false;
-        vec![Effect::Close, Effect::CancelRetry]
+        let mut effects = vec![Effect::Close, Effect::CancelRetry];
+        effects.extend(self.rooms_down());
+        effects
     }
 
     fn connect(&mut self, online: bool) -> Vec<Effect> {
@@ -273,6 +291,7 @@ impl Machine {
         for topic in topics {
             effects.extend(self.join(&topic));
         }
+        effects.extend(self.join_rooms());
         // an immediate heartbeat proves the link even with no channels
         effects.extend(self.send_heartbeat());
         effects
@@ -291,6 +310,7 @@ impl Machine {
         let payload = JoinPayload {
             config: JoinConfig {
                 postgres_changes: vec![channel.request.clone()],
+                ..JoinConfig::default()
             },
             access_token: None,
             cursor: channel.cursor,
@@ -313,12 +333,13 @@ impl Machine {
         }
         let worked = self.link == (Link::Open { answered: true });
         self.drop_link();
+        let mut effects = self.rooms_down();
         if self.signed_out {
-            return Vec::new();
+            return effects;
         }
         if !online {
             self.offline = true;
-            return Vec::new();
+            return effects;
         }
         self.attempt = self.attempt.saturating_add(1);
         self.failures = if worked {
@@ -331,7 +352,8 @@ impl Machine {
         }
         let delay = retry_delay(self.attempt, random);
         self.retry_at = Some(now + delay);
-        vec![Effect::RetryIn(delay)]
+        effects.push(Effect::RetryIn(delay));
+        effects
     }
 
     /// The retry timer fired.
@@ -382,6 +404,9 @@ impl Machine {
             self.attempt = 0;
             self.failures = 0;
             self.polling = false;
+        }
+        if let Some(effects) = self.room_received(&frame) {
+            return effects;
         }
         let mut effects = Vec::new();
         match frame.event.as_str() {
@@ -554,7 +579,7 @@ mod tests {
         }
     }
 
-    fn sent(effects: &[Effect]) -> Vec<Frame> {
+    pub(super) fn sent(effects: &[Effect]) -> Vec<Frame> {
         effects
             .iter()
             .filter_map(|e| match e {

@@ -31,6 +31,19 @@ pub enum Outbound {
         message: &'static str,
         notice: Notice,
     },
+    /// A room's message for a channel: a broadcast, `presence_state` or
+    /// `presence_diff`, with its JSON payload.
+    Room {
+        channel: Arc<Channel>,
+        event: &'static str,
+        payload: Arc<str>,
+    },
+    /// The channel was closed by the server: a `system` error saying why,
+    /// then `phx_close`.
+    Closed {
+        channel: Arc<Channel>,
+        message: &'static str,
+    },
     /// The session the connection signed in with now ends at this time
     /// (Unix seconds).
     SessionEnds(i64),
