@@ -105,6 +105,32 @@ build_site() {
   fi
   cp "$ROOT/style/main.css" "$site/pkg/threadline.css"
   cp -r "$ROOT/public/." "$site/"
+  fingerprint_bundle "$site/pkg" "$mode"
+}
+
+# fingerprint_bundle <pkg-dir> <debug|release>: content-hashed copies of the
+# bundle (threadline.<hash>.js, .wasm, .css), each with a brotli (.br) and
+# gzip (.gz) form beside it, and pkg/hash.txt naming them for the server
+# (src/server/assets.rs). Release builds compress as hard as the tools can.
+fingerprint_bundle() {
+  local pkg=$1 mode=$2 brotli_quality=5 gzip_level=6 kind file hash out
+  apt_install brotli brotli
+  if [ "$mode" = release ]; then brotli_quality=11; gzip_level=9; fi
+  say "fingerprinting and precompressing the bundle (brotli -q $brotli_quality, gzip -$gzip_level)"
+  find "$pkg" -regextype posix-extended -regex '.*/threadline\.[0-9a-f]{16}\.(js|wasm|css)(\.br|\.gz)?' -delete
+  : > "$pkg/hash.txt.new"
+  for kind in js wasm css; do
+    case $kind in
+      js) file=threadline.js ;; wasm) file=threadline_bg.wasm ;; css) file=threadline.css ;;
+    esac
+    hash=$(sha256sum "$pkg/$file" | cut -c1-16)
+    out="$pkg/threadline.$hash.$kind"
+    cp "$pkg/$file" "$out"
+    brotli -f -q "$brotli_quality" -o "$out.br" "$out"
+    gzip -f -k -n "-$gzip_level" "$out"
+    printf '%s: %s\n' "$kind" "$hash" >> "$pkg/hash.txt.new"
+  done
+  mv "$pkg/hash.txt.new" "$pkg/hash.txt"
 }
 
 # build_server <debug|release>

@@ -1,5 +1,5 @@
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
 use leptos_router::path;
 
@@ -26,6 +26,14 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     {
         response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
     }
+    // the stylesheet's (hashed) name; only the server renders the shell
+    #[cfg(feature = "ssr")]
+    let css = use_context::<crate::server::AppState>().map_or_else(
+        || "/pkg/threadline.css".to_string(),
+        |s| s.assets.css.clone(),
+    );
+    #[cfg(not(feature = "ssr"))]
+    let css = "/pkg/threadline.css".to_string();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -33,6 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <link rel="stylesheet" href=css/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -95,7 +104,6 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/threadline.css"/>
         <Title text="Threadline"/>
         <Router>
             <SessionRedirects realtime/>

@@ -1,6 +1,7 @@
 //! Everything that runs only on the server: settings, the database (embedded
 //! or external), demo data and the HTTP router that ties the app together.
 
+pub mod assets;
 pub mod database;
 pub mod demo;
 pub mod embedded_postgres;
@@ -29,6 +30,8 @@ use settings::Settings;
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
+    /// The browser bundle's (hashed) file names.
+    pub assets: Arc<assets::Assets>,
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub auth: Arc<crate::auth::server::AuthKeys>,
@@ -47,8 +50,11 @@ impl AppState {
         realtime: Arc<Realtime>,
     ) -> AppState {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut leptos_options = settings.leptos_options();
+        let assets = Arc::new(assets::Assets::load(&mut leptos_options));
         AppState {
-            leptos_options: settings.leptos_options(),
+            leptos_options,
+            assets,
             sign_ins: security::sign_in_limiter(settings.server.sign_ins_per_minute),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores.saturating_mul(2))),
             pool,
@@ -101,6 +107,13 @@ pub fn app(state: AppState) -> Router {
             post(threadline_realtime::broadcast::http_broadcast_event),
         )
         .route("/metrics", get(metrics))
+        .nest_service(
+            &format!("/{}", state.leptos_options.site_pkg_dir),
+            assets::bundle(
+                &state.leptos_options.site_root,
+                &state.leptos_options.site_pkg_dir,
+            ),
+        )
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
@@ -115,6 +128,8 @@ pub fn app(state: AppState) -> Router {
             security::same_site_only,
         ))
         .layer(axum::middleware::from_fn(security::security_headers))
+        .layer(axum::middleware::from_fn(assets::cache_control))
+        .layer(assets::compression())
         .with_state(state)
 }
 

@@ -1,0 +1,70 @@
+import { expect } from '@playwright/test';
+import { hydrated, test, unexpectedErrors, userPage } from './helpers';
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+
+test('the bundle is served precompressed under hashed names, cached for good; pages are compressed and revalidated', async ({
+  browser,
+  baseURL,
+  request,
+}) => {
+  const page = await userPage(browser, 'buyer@sleek.test');
+  const bundle: string[] = [];
+  page.on('response', (r) => {
+    if (new URL(r.url()).pathname.startsWith('/pkg/')) bundle.push(new URL(r.url()).pathname);
+  });
+  await page.goto(`${baseURL}/orders`);
+  await hydrated(page);
+
+  // the page names its JS, Wasm and CSS by content hash
+  const html = await page.content();
+  const names = ['js', 'wasm', 'css'].map((ext) => {
+    const m = html.match(new RegExp(`/pkg/threadline\\.[0-9a-f]{16}\\.${ext}`));
+    expect(m, `a hashed .${ext} in the page`).not.toBeNull();
+    return m![0];
+  });
+  for (const name of names) expect(bundle).toContain(name);
+
+  for (const name of names) {
+    for (const [encoding, wanted] of [
+      ['br, gzip', 'br'],
+      ['gzip', 'gzip'],
+      ['identity', undefined],
+    ] as const) {
+      const response = await request.get(name, { headers: { 'Accept-Encoding': encoding } });
+      expect(response.status(), name).toBe(200);
+      const headers = response.headers();
+      expect(headers['content-encoding'], `${name} for ${encoding}`).toBe(wanted);
+      expect(headers['cache-control'], name).toBe(IMMUTABLE);
+      expect(headers['vary'] ?? '', name).toMatch(/accept-encoding/i);
+    }
+  }
+  const wasm = await request.get(names[1], { headers: { 'Accept-Encoding': 'br' } });
+  expect(wasm.headers()['content-type']).toBe('application/wasm');
+
+  // a page: compressed on the fly, and never used without asking
+  const orders = await page.request.get(`${baseURL}/orders`, { headers: { 'Accept-Encoding': 'gzip' } });
+  expect(orders.status()).toBe(200);
+  expect(orders.headers()['content-encoding']).toBe('gzip');
+  expect(orders.headers()['cache-control']).toBe('no-cache');
+  expect(await orders.text()).toContain('data-order-id');
+
+  // a file that is not there is a 404, not a page
+  expect((await request.get('/pkg/threadline.0000000000000000.wasm')).status()).toBe(404);
+
+  // a second visit takes the bundle from the cache: only the page and its data come over the network
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const urls = new Map<string, string>();
+  let bundleBytes = 0;
+  cdp.on('Network.requestWillBeSent', (e) => urls.set(e.requestId, new URL(e.request.url).pathname));
+  cdp.on('Network.loadingFinished', (e) => {
+    if (urls.get(e.requestId)?.startsWith('/pkg/')) bundleBytes += e.encodedDataLength;
+  });
+  bundle.length = 0;
+  await page.goto(`${baseURL}/messages`);
+  await hydrated(page);
+  expect([...urls.values()].filter((p) => p.startsWith('/pkg/')).sort()).toEqual([...names].sort());
+  expect(bundleBytes).toBe(0);
+  expect(unexpectedErrors(page)).toEqual([]);
+});
