@@ -186,6 +186,58 @@ impl Order {
     pub fn label(&self) -> String {
         format!("PO-{}", self.number)
     }
+
+    /// Where the order sits in the newest-first lists (see `OrderKey`).
+    pub fn key(&self) -> OrderKey {
+        let micros = self.created_at.unix_timestamp_nanos() / 1000;
+        OrderKey {
+            micros: i64::try_from(micros).unwrap_or(i64::MAX),
+            number: self.number,
+        }
+    }
+}
+
+/// An order's place in the newest-first lists: creation time, then number
+/// (unique), written `<unix microseconds>.<number>` in page cursors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderKey {
+    pub micros: i64,
+    pub number: i64,
+}
+
+impl std::fmt::Display for OrderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.micros, self.number)
+    }
+}
+
+impl std::str::FromStr for OrderKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<OrderKey, String> {
+        let invalid = || format!("{text:?} is not a list position (<microseconds>.<number>)");
+        let (micros, number) = text.trim().split_once('.').ok_or_else(invalid)?;
+        Ok(OrderKey {
+            micros: micros.parse().map_err(|_| invalid())?,
+            number: number.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// A window of a newest-first list: its rows, and whether older ones follow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    pub more: bool,
+}
+
+/// How many orders of one status the list's filter matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct StatusCount {
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
+    pub status: OrderStatus,
+    pub count: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

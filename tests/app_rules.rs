@@ -21,8 +21,7 @@ const FACTORY2: &str = "factory2@sleek.test";
 const ADMIN: &str = "admin@sleek.test";
 
 fn products(reply: &common::Reply) -> Vec<String> {
-    reply
-        .body
+    reply.body["orders"]
         .as_array()
         .map(|orders| {
             orders
@@ -41,6 +40,8 @@ fn list_all() -> ListOrders {
     ListOrders {
         status: None,
         search: None,
+        through: None,
+        more: false,
     }
 }
 

@@ -2,7 +2,9 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::model::{Factory, Order, OrderDetail, OrderStatus, OrderUpdate};
+use crate::model::{Factory, OrderDetail, OrderPage, OrderStatus, OrderUpdate, StatusCount};
+#[cfg(feature = "ssr")]
+use crate::model::{Order, OrderKey};
 
 #[cfg(feature = "ssr")]
 mod queries {
@@ -42,35 +44,218 @@ async fn visible_order(
     .ok_or_else(|| AppError::not_found("order"))
 }
 
-/// Orders the user may see, newest first, optionally by status and product text.
+/// Rows in one page of the orders list.
+pub const PAGE_SIZE: usize = 50;
+/// Most rows one window of the list holds (a refetch sends them all).
+pub const MAX_WINDOW: usize = 10_000;
+
+/// Orders the user may see, newest first (creation time, then number),
+/// optionally of one status and matching a search, paged by key, never by
+/// offset: without `through`, the first page; with it, every row from the
+/// newest through that key (the window a page has loaded, refetched when
+/// something changes), and with `more` the page after it as well.
 #[server]
 pub async fn list_orders(
     status: Option<String>,
     search: Option<String>,
-) -> Result<Vec<Order>, AppError> {
-    use crate::api::scope::{ORDER_VISIBLE, scoped};
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<OrderPage, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
-    let status = match status.as_deref().map(str::trim) {
-        None | Some("") | Some("all") => None,
-        Some(text) => Some(text.parse::<OrderStatus>().map_err(AppError::invalid)?),
-    };
-    let search = search
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let orders = scoped(
-        &format!(
-            "{} where {ORDER_VISIBLE} and ($4::text is null or o.status = $4) \
-             and ($5::text is null or o.product ilike '%' || $5 || '%' or ('PO-' || o.number) ilike $5) \
-             order by o.created_at desc, o.number desc limit 500",
-            queries::ORDER_SELECT
-        ),
-        &user,
-    )
-    .bind(status.map(OrderStatus::as_str))
-    .bind(search)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(orders)
+    let filter = list::Filter::new(&user, status.as_deref(), search.as_deref())?;
+    let through = through
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.parse::<OrderKey>().map_err(AppError::invalid))
+        .transpose()?;
+    list::page(&state.pool, &filter, through, more).await
+}
+
+/// How many orders of each status the user may see that match `search`
+/// (the counts on the status chips).
+#[server]
+pub async fn order_counts(search: Option<String>) -> Result<Vec<StatusCount>, AppError> {
+    let (state, user) = crate::auth::server::require_user().await?;
+    let filter = list::Filter::new(&user, None, search.as_deref())?;
+    list::counts(&state.pool, &filter).await
+}
+
+#[cfg(feature = "ssr")]
+mod list {
+    //! The orders list's queries: keyset pages over (created_at, number)
+    //! with one visibility predicate per role, so each uses its index
+    //! (`migrations/*_paging.sql`), and search through a trigram index.
+    use super::{MAX_WINDOW, PAGE_SIZE, queries};
+    use crate::error::AppError;
+    use crate::model::{OrderKey, OrderPage, OrderStatus, Role, SessionUser, StatusCount};
+    use time::OffsetDateTime;
+
+    pub struct Filter {
+        user: SessionUser,
+        status: Option<OrderStatus>,
+        /// An `ilike` pattern: the search text, its wildcards escaped.
+        pattern: Option<String>,
+    }
+
+    impl Filter {
+        pub fn new(
+            user: &SessionUser,
+            status: Option<&str>,
+            search: Option<&str>,
+        ) -> Result<Filter, AppError> {
+            let status = match status.map(str::trim) {
+                None | Some("") | Some("all") => None,
+                Some(text) => Some(text.parse::<OrderStatus>().map_err(AppError::invalid)?),
+            };
+            let search = search.map(str::trim).filter(|s| !s.is_empty());
+            if search.is_some_and(|s| s.chars().count() > 200) {
+                return Err(AppError::invalid("a search is at most 200 characters"));
+            }
+            Ok(Filter {
+                user: user.clone(),
+                status,
+                pattern: search.map(|s| format!("%{}%", escape_like(s))),
+            })
+        }
+
+        /// The `where` clause: $1 user, $2 factory, $3 status, $4 pattern
+        /// (one predicate per role, so that each uses its own index).
+        fn clause(&self) -> String {
+            let visible = match self.user.role {
+                Role::Admin => "true",
+                Role::Buyer => "o.buyer_id = $1",
+                Role::Factory => "o.factory_id = $2",
+            };
+            format!(
+                "{visible} and ($3::text is null or o.status = $3) \
+                 and ($4::text is null or (o.product || ' PO-' || o.number::text) ilike $4)"
+            )
+        }
+
+        fn query<'q, O>(
+            &self,
+            sql: &'q str,
+        ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+        where
+            O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        {
+            sqlx::query_as(sql)
+                .bind(self.user.id)
+                .bind(self.user.factory_id)
+                .bind(self.status.map(OrderStatus::as_str))
+                .bind(self.pattern.clone())
+        }
+    }
+
+    /// `%`, `_` and `\` typed into a search mean themselves.
+    fn escape_like(text: &str) -> String {
+        let mut escaped = String::with_capacity(text.len());
+        for c in text.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        escaped
+    }
+
+    fn at(key: OrderKey) -> Result<OffsetDateTime, AppError> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(key.micros) * 1000)
+            .ok()
+            .filter(|at| (1..=9999).contains(&at.year()))
+            .ok_or_else(|| AppError::invalid("the list position is out of range"))
+    }
+
+    pub async fn page(
+        pool: &sqlx::PgPool,
+        filter: &Filter,
+        through: Option<OrderKey>,
+        more: bool,
+    ) -> Result<OrderPage, AppError> {
+        let order = "order by o.created_at desc, o.number desc";
+        let mut orders = match through {
+            None => {
+                let sql = format!(
+                    "{} where {} {order} limit $5",
+                    queries::ORDER_SELECT,
+                    filter.clause()
+                );
+                filter
+                    .query(&sql)
+                    .bind(PAGE_SIZE as i64 + 1)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Some(key) => {
+                let sql = format!(
+                    "{} where {} and (o.created_at, o.number) >= ($5, $6) {order} limit $7",
+                    queries::ORDER_SELECT,
+                    filter.clause()
+                );
+                filter
+                    .query(&sql)
+                    .bind(at(key)?)
+                    .bind(key.number)
+                    .bind(MAX_WINDOW as i64)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let more_rows = match through {
+            None => orders.len() > PAGE_SIZE,
+            Some(key) => {
+                let wanted = if more { PAGE_SIZE as i64 + 1 } else { 1 };
+                let sql = format!(
+                    "{} where {} and (o.created_at, o.number) < ($5, $6) {order} limit $7",
+                    queries::ORDER_SELECT,
+                    filter.clause()
+                );
+                let after: Vec<crate::model::Order> = filter
+                    .query(&sql)
+                    .bind(at(key)?)
+                    .bind(key.number)
+                    .bind(wanted)
+                    .fetch_all(pool)
+                    .await?;
+                let beyond = after.len() as i64 == wanted;
+                if more {
+                    let room = MAX_WINDOW.saturating_sub(orders.len());
+                    orders.extend(after.into_iter().take(PAGE_SIZE.min(room)));
+                }
+                beyond || orders.len() >= MAX_WINDOW
+            }
+        };
+        if through.is_none() {
+            orders.truncate(PAGE_SIZE);
+        }
+        Ok(OrderPage {
+            orders,
+            more: more_rows,
+        })
+    }
+
+    pub async fn counts(
+        pool: &sqlx::PgPool,
+        filter: &Filter,
+    ) -> Result<Vec<StatusCount>, AppError> {
+        let sql = format!(
+            "select o.status, count(*) as count from orders o where {} group by o.status",
+            filter.clause()
+        );
+        Ok(filter.query(&sql).fetch_all(pool).await?)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::escape_like;
+
+        #[test]
+        fn wildcards_typed_into_a_search_mean_themselves() {
+            assert_eq!(escape_like("50% off_"), "50\\% off\\_");
+            assert_eq!(escape_like("a\\b"), "a\\\\b");
+            assert_eq!(escape_like("Crew neck"), "Crew neck");
+        }
+    }
 }
 
 #[server]

@@ -210,7 +210,7 @@ fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
             tell(true);
         }
     };
-    let orders = Resource::new(|| (), |_| list_orders(None, None));
+    let orders = Resource::new(|| (), |_| list_orders(None, None, None, false));
     let error = action_error(send);
     let navigate = leptos_router::hooks::use_navigate();
     Effect::new(move |_| {
@@ -240,7 +240,7 @@ fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
                 <select id="compose-order" name="order_id">
                         <option value="">"No order"</option>
                         <Transition fallback=|| ()>
-                            {move || orders.get().and_then(Result::ok).map(|list| list.into_iter().map(|o| view! {
+                            {move || orders.get().and_then(Result::ok).map(|page| page.orders.into_iter().map(|o| view! {
                                 <option value=o.id.to_string()>{format!("{} · {}", o.label(), o.product)}</option>
                             }).collect_view())}
                         </Transition>

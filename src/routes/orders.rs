@@ -5,11 +5,12 @@ use leptos_router::components::{A, Form};
 use leptos_router::hooks::use_query_map;
 use threadline_realtime::client::{Listen, use_realtime};
 
-use crate::api::orders::{CreateOrder, list_orders};
+use crate::api::orders::{CreateOrder, list_orders, order_counts};
 use crate::app::use_user;
 use crate::components::badges::{OrderStatusBadge, ProgressBar};
 use crate::components::form_feedback::{FormError, action_error, reset_on_success};
-use crate::model::{OrderStatus, Role, format_date};
+use crate::error::AppError;
+use crate::model::{OrderPage, OrderStatus, Role, StatusCount, format_date};
 
 #[component]
 pub fn OrdersPage() -> impl IntoView {
@@ -24,18 +25,56 @@ pub fn OrdersPage() -> impl IntoView {
         Listen::table(Table::ProductionStages).event("UPDATE"),
         |_| {},
     );
+    // The window of the list this page holds: the first page, or every row
+    // through the last one loaded (`through`), for the query it was loaded
+    // under. Live changes refetch the window, so rows that changed land in
+    // place and rows that left go, with nothing loaded twice or lost.
+    let window = RwSignal::new(Window::default());
+    let live = move || {
+        (
+            create.version().get(),
+            orders_live.version.get(),
+            stages_live.version.get(),
+        )
+    };
     let orders = Resource::new(
         move || {
-            (
-                status(),
-                search(),
-                create.version().get(),
-                orders_live.version.get(),
-                stages_live.version.get(),
-            )
+            let query = (status(), search());
+            let window = window.get();
+            let (through, more) = if window.query == query {
+                (window.through, window.more)
+            } else {
+                (None, false)
+            };
+            (query, through, more, live())
         },
-        |(status, search, ..)| list_orders(status, search),
+        |((status, search), through, more, _)| list_orders(status, search, through, more),
     );
+    // once a "load more" has arrived, the window ends at its last row
+    Effect::new(move |_| {
+        if let Some(Ok(page)) = orders.get() {
+            window.update_untracked(|w| {
+                w.query = untrack(|| (status(), search()));
+                w.through = page.orders.last().map(|o| o.key().to_string());
+                w.more = false;
+            });
+        }
+    });
+    let counts = Resource::new(
+        move || (search(), live()),
+        |(search, _)| order_counts(search),
+    );
+    let load_more = move |_| {
+        let last = orders
+            .get_untracked()
+            .and_then(Result::ok)
+            .and_then(|page| page.orders.last().map(|o| o.key().to_string()));
+        window.set(Window {
+            query: (status(), search()),
+            through: last,
+            more: true,
+        });
+    };
     let is_buyer = user.role == Role::Buyer;
 
     view! {
@@ -49,15 +88,15 @@ pub fn OrdersPage() -> impl IntoView {
             </Form>
         </div>
         <nav class="filters" aria-label="Filter by status">
-            <StatusFilter value=None current=Signal::derive(status)/>
-            {OrderStatus::ALL.iter().map(|s| view! { <StatusFilter value=Some(*s) current=Signal::derive(status)/> }).collect_view()}
+            <StatusFilter value=None current=Signal::derive(status) search=Signal::derive(search) counts/>
+            {OrderStatus::ALL.iter().map(|s| view! { <StatusFilter value=Some(*s) current=Signal::derive(status) search=Signal::derive(search) counts/> }).collect_view()}
         </nav>
         {is_buyer.then(|| view! { <NewOrderForm create/> })}
         <Transition fallback=|| view! { <p class="muted">"Loading orders…"</p> }>
             {move || orders.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                Ok(list) if list.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
-                Ok(list) => view! {
+                Ok(page) if page.orders.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
+                Ok(OrderPage { orders: list, more }) => view! {
                     <table class="orders-table">
                         <thead>
                             <tr>
@@ -89,23 +128,65 @@ pub fn OrdersPage() -> impl IntoView {
                             }}).collect_view()}
                         </tbody>
                     </table>
+                    <div class="list-foot">
+                        {more.then(|| view! {
+                            <button type="button" class="button" on:click=load_more>"Load more"</button>
+                        })}
+                        {(!more).then(|| view! { <p class="muted">"That's every order."</p> })}
+                    </div>
                 }.into_any(),
             })}
         </Transition>
     }
 }
 
+/// The part of the list a page has loaded (see `OrdersPage`).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Window {
+    /// The status and search it belongs to.
+    query: (Option<String>, Option<String>),
+    /// The key of its last row: `None` for the first page.
+    through: Option<String>,
+    /// Whether to fetch the page after `through` as well.
+    more: bool,
+}
+
 #[component]
-fn StatusFilter(value: Option<OrderStatus>, current: Signal<Option<String>>) -> impl IntoView {
-    let href = match value {
-        Some(s) => format!("/orders?status={}", s.as_str()),
-        None => "/orders".to_string(),
+fn StatusFilter(
+    value: Option<OrderStatus>,
+    current: Signal<Option<String>>,
+    search: Signal<Option<String>>,
+    counts: Resource<Result<Vec<StatusCount>, AppError>>,
+) -> impl IntoView {
+    // a chip keeps the search: the filters live in the URL
+    let href = move || {
+        let mut params = Vec::new();
+        if let Some(s) = value {
+            params.push(format!("status={}", s.as_str()));
+        }
+        if let Some(q) = search.get() {
+            params.push(format!("q={}", encode_query(&q)));
+        }
+        if params.is_empty() {
+            "/orders".to_string()
+        } else {
+            format!("/orders?{}", params.join("&"))
+        }
     };
     let selected = move || current.get().as_deref() == value.map(OrderStatus::as_str);
     view! {
         <A href=href attr:class=move || if selected() { "chip selected" } else { "chip" }
             attr:aria-current=move || selected().then_some("page")>
             {value.map(OrderStatus::label).unwrap_or("All")}
+            <Transition fallback=|| ()>
+                {move || counts.get().and_then(Result::ok).map(|counts| {
+                    let n: i64 = counts.iter()
+                        .filter(|c| value.is_none_or(|v| c.status == v))
+                        .map(|c| c.count)
+                        .sum();
+                    view! { " " <span class="count">{n}</span> }
+                })}
+            </Transition>
         </A>
     }
 }
@@ -131,5 +212,32 @@ fn NewOrderForm(create: ServerAction<CreateOrder>) -> impl IntoView {
                 </div>
             </ActionForm>
         </details>
+    }
+}
+
+/// Percent-encodes a query parameter's value (everything but RFC 3986's
+/// unreserved characters).
+fn encode_query(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            super::encode_query("Crew neck & 100%"),
+            "Crew%20neck%20%26%20100%25"
+        );
+        assert_eq!(super::encode_query("PO-12"), "PO-12");
+        assert_eq!(super::encode_query("é"), "%C3%A9");
     }
 }

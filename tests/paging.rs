@@ -1,0 +1,288 @@
+//! The orders list reaches every row of a long history: keyset pages that
+//! stay exact while rows are written, status counts, and search.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::StatusCode;
+use common::TestApp;
+use sqlx::PgPool;
+use threadline::api::orders::{ListOrders, OrderCounts, PAGE_SIZE};
+use threadline::model::{Order, OrderPage, StatusCount};
+use uuid::Uuid;
+
+const BUYER: &str = "buyer@sleek.test";
+const FACTORY: &str = "factory@sleek.test";
+
+fn list(
+    status: Option<&str>,
+    search: Option<&str>,
+    through: Option<&Order>,
+    more: bool,
+) -> ListOrders {
+    ListOrders {
+        status: status.map(str::to_string),
+        search: search.map(str::to_string),
+        through: through.map(|o| o.key().to_string()),
+        more,
+    }
+}
+
+async fn page(app: &TestApp, email: &str, args: &ListOrders) -> OrderPage {
+    let reply = app.call(Some(email), args).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_value(reply.body).expect("a page of orders")
+}
+
+/// `count` orders of the buyer, three to a creation time (so that ties are
+/// broken by number), the oldest a few days back.
+async fn history(pool: &PgPool, count: i32, product: &str) -> HashSet<Uuid> {
+    let ids: Vec<(Uuid,)> = sqlx::query_as(
+        "insert into orders (buyer_id, product, quantity, due_date, created_at)
+         select (select id from users where email = $1), $2 || ' ' || i, i, current_date + 30,
+                now() - interval '3 days' + (i / 3) * interval '1 minute'
+         from generate_series(1, $3) as i returning id",
+    )
+    .bind(BUYER)
+    .bind(product)
+    .bind(count)
+    .fetch_all(pool)
+    .await
+    .expect("history inserted");
+    ids.into_iter().map(|(id,)| id).collect()
+}
+
+fn assert_newest_first(orders: &[Order]) {
+    for pair in orders.windows(2) {
+        assert!(
+            pair[0].key() > pair[1].key(),
+            "{} before {} is out of order",
+            pair[0].label(),
+            pair[1].label()
+        );
+    }
+}
+
+#[sqlx::test]
+async fn paging_reaches_every_row_once_while_rows_are_inserted_and_updated(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    let old = history(&pool, 317, "Paged tee").await;
+
+    // a writer keeps inserting new orders and changing old ones while we page
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (pool, stop) = (pool.clone(), stop.clone());
+        async move {
+            let mut written = 0u32;
+            while !stop.load(Ordering::Relaxed) || written < 20 {
+                sqlx::query(
+                    "insert into orders (buyer_id, product, quantity, due_date)
+                     values ((select id from users where email = $1), 'Fresh polo', 5, current_date + 9)",
+                )
+                .bind(BUYER)
+                .execute(&pool)
+                .await
+                .expect("insert");
+                sqlx::query(
+                    "update orders set status = 'cancelled', updated_at = now()
+                     where id = (select id from orders where product like 'Paged tee %' and status = 'pending'
+                                 order by random() limit 1)",
+                )
+                .execute(&pool)
+                .await
+                .expect("update");
+                written += 1;
+                tokio::task::yield_now().await;
+            }
+            written
+        }
+    });
+
+    let mut window = page(&app, BUYER, &list(None, None, None, false)).await;
+    assert_eq!(window.orders.len(), PAGE_SIZE);
+    assert!(window.more);
+    let mut pages = 1;
+    while window.more {
+        let last = window.orders.last().cloned().expect("a non-empty window");
+        let grown = page(&app, BUYER, &list(None, None, Some(&last), true)).await;
+        // the window keeps every row it had (in place) and adds the next page
+        let before: HashSet<Uuid> = window.orders.iter().map(|o| o.id).collect();
+        let kept = grown
+            .orders
+            .iter()
+            .filter(|o| before.contains(&o.id))
+            .count();
+        assert!(kept >= before.len(), "rows already loaded went missing");
+        window = grown;
+        pages += 1;
+        assert!(pages < 20, "paging does not end");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written >= 20);
+
+    assert_newest_first(&window.orders);
+    let ids: Vec<Uuid> = window.orders.iter().map(|o| o.id).collect();
+    let unique: HashSet<Uuid> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a row was listed twice");
+    for id in &old {
+        assert!(unique.contains(id), "an old row was never reached");
+    }
+    // the list holds exactly what the buyer may see, as the database has it now
+    let (visible,): (i64,) = sqlx::query_as(
+        "select count(*) from orders where buyer_id = (select id from users where email = $1)",
+    )
+    .bind(BUYER)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    let refreshed = page(&app, BUYER, &list(None, None, window.orders.last(), false)).await;
+    assert_eq!(refreshed.orders.len() as i64, visible);
+    assert!(!refreshed.more);
+    // and the refetched window shows the writer's changes in place
+    let cancelled = refreshed
+        .orders
+        .iter()
+        .filter(|o| o.product.starts_with("Paged tee") && o.status.as_str() == "cancelled")
+        .count();
+    assert!(cancelled >= 20);
+}
+
+#[sqlx::test]
+async fn counts_search_and_status_filter_cover_the_whole_history(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    history(&pool, 130, "Archive hoodie").await;
+    history(&pool, 3, "Odd 100% cotton_tee").await;
+
+    // counts per status: the sum is everything the buyer may see
+    let reply = app.call(Some(BUYER), &OrderCounts { search: None }).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let counts: Vec<StatusCount> = serde_json::from_value(reply.body).expect("counts");
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    assert_eq!(total, 7 + 133);
+
+    // search: over every page, never the first one only
+    let first = page(
+        &app,
+        BUYER,
+        &list(None, Some("archive HOODIE"), None, false),
+    )
+    .await;
+    assert_eq!(first.orders.len(), PAGE_SIZE);
+    assert!(first.more);
+    let all = page(
+        &app,
+        BUYER,
+        &list(None, Some("archive HOODIE"), first.orders.last(), true),
+    )
+    .await;
+    let rest = page(
+        &app,
+        BUYER,
+        &list(None, Some("archive HOODIE"), all.orders.last(), true),
+    )
+    .await;
+    assert_eq!(rest.orders.len(), 130);
+    assert!(!rest.more);
+    assert!(
+        rest.orders
+            .iter()
+            .all(|o| o.product.starts_with("Archive hoodie"))
+    );
+    let reply = app
+        .call(
+            Some(BUYER),
+            &OrderCounts {
+                search: Some("Archive hoodie".into()),
+            },
+        )
+        .await;
+    let counts: Vec<StatusCount> = serde_json::from_value(reply.body).expect("counts");
+    assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 130);
+
+    // by PO number
+    let one = rest.orders[17].clone();
+    let found = page(&app, BUYER, &list(None, Some(&one.label()), None, false)).await;
+    assert!(found.orders.iter().any(|o| o.id == one.id));
+
+    // wildcards typed in a search mean themselves
+    let literal = page(&app, BUYER, &list(None, Some("100% cotton_"), None, false)).await;
+    assert_eq!(literal.orders.len(), 3);
+    let none = page(&app, BUYER, &list(None, Some("1_0%"), None, false)).await;
+    assert!(none.orders.is_empty());
+
+    // status filter and search together
+    sqlx::query("update orders set status = 'cancelled' where product in ('Archive hoodie 1', 'Archive hoodie 2')")
+        .execute(&pool)
+        .await
+        .expect("cancel two");
+    let cancelled = page(
+        &app,
+        BUYER,
+        &list(Some("cancelled"), Some("hoodie"), None, false),
+    )
+    .await;
+    assert_eq!(cancelled.orders.len(), 2);
+
+    // another factory's staff find none of it
+    let theirs = page(
+        &app,
+        FACTORY,
+        &list(None, Some("Archive hoodie"), None, false),
+    )
+    .await;
+    assert!(theirs.orders.is_empty());
+}
+
+#[sqlx::test]
+async fn bad_list_positions_and_searches_get_clear_errors(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    for through in ["yesterday", "1.2.3", "", "99999999999999999999.1", "1.x"] {
+        let args = ListOrders {
+            status: None,
+            search: None,
+            through: Some(through.to_string()),
+            more: false,
+        };
+        let reply = app.call(Some(BUYER), &args).await;
+        if through.is_empty() {
+            assert_eq!(reply.status, StatusCode::OK);
+            continue;
+        }
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{through}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains("list position"),
+            "{}",
+            reply.body
+        );
+    }
+    // a time far outside what PostgreSQL stores
+    let args = ListOrders {
+        status: None,
+        search: None,
+        through: Some(format!("{}.1", i64::MAX)),
+        more: true,
+    };
+    assert_eq!(
+        app.call(Some(BUYER), &args).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let long = "x".repeat(201);
+    let reply = app
+        .call(Some(BUYER), &list(None, Some(&long), None, false))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let reply = app
+        .call(Some(BUYER), &list(Some("lost"), None, None, false))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
