@@ -1,0 +1,68 @@
+// A signed-in buyer opening /orders in Chromium on a throttled mobile
+// network, cold (empty cache) and warm (the same browser again): bytes over
+// the wire (every response's encoded length, headers included, as
+// Chromium's DevTools protocol counts them) and time until the page has
+// hydrated. Run by scripts/bench-web:
+//   node end2end/bench/load.mjs <base-url> <session-token> <out.json>
+import { writeFileSync } from 'node:fs';
+import { chromium } from '@playwright/test';
+
+const [baseURL, token, out] = process.argv.slice(2);
+if (!out) throw new Error('usage: load.mjs <base-url> <session-token> <out.json>');
+
+// Chromium DevTools' presets (bytes per second; latency in ms).
+const PROFILES = {
+  'Fast 3G': { latency: 562.5, downloadThroughput: (1.6e6 / 8) * 0.9, uploadThroughput: (750e3 / 8) * 0.9 },
+  'Slow 4G': { latency: 150, downloadThroughput: (4e6 / 8) * 0.9, uploadThroughput: (3e6 / 8) * 0.9 },
+};
+const RUNS = 3;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
+});
+
+async function visit(page, cdp) {
+  let bytes = 0;
+  const requests = [];
+  const finished = (e) => {
+    bytes += e.encodedDataLength;
+  };
+  const sent = (e) => requests.push(new URL(e.request.url).pathname);
+  cdp.on('Network.loadingFinished', finished);
+  cdp.on('Network.requestWillBeSent', sent);
+  const start = Date.now();
+  await page.goto(`${baseURL}/orders`, { waitUntil: 'commit' });
+  await page.waitForSelector('body[data-hydrated="true"]', { timeout: 120_000 });
+  const ms = Date.now() - start;
+  cdp.off('Network.loadingFinished', finished);
+  cdp.off('Network.requestWillBeSent', sent);
+  return { ms, bytes, requests };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const results = {};
+for (const [name, conditions] of Object.entries(PROFILES)) {
+  const cold = [];
+  const warm = [];
+  for (let run = 0; run < RUNS; run++) {
+    const context = await browser.newContext();
+    const { hostname } = new URL(baseURL);
+    await context.addCookies([{ name: 'threadline_session', value: token, domain: hostname, path: '/' }]);
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, ...conditions });
+    cold.push(await visit(page, cdp));
+    warm.push(await visit(page, cdp));
+    await context.close();
+  }
+  results[name] = {
+    conditions,
+    cold: { ms: median(cold.map((v) => v.ms)), bytes: median(cold.map((v) => v.bytes)), requests: cold[0].requests },
+    warm: { ms: median(warm.map((v) => v.ms)), bytes: median(warm.map((v) => v.bytes)), requests: warm[0].requests },
+  };
+  console.log(name, JSON.stringify({ cold: results[name].cold, warm: results[name].warm }));
+}
+await browser.close();
+writeFileSync(out, JSON.stringify(results, null, 2));
