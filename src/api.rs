@@ -4,6 +4,7 @@
 pub mod messages;
 pub mod notifications;
 pub mod orders;
+pub mod paging;
 
 #[cfg(feature = "ssr")]
 pub(crate) mod scope {

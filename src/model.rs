@@ -187,49 +187,60 @@ impl Order {
         format!("PO-{}", self.number)
     }
 
-    /// Where the order sits in the newest-first lists (see `OrderKey`).
+    /// Where the order sits in the newest-first lists.
     pub fn key(&self) -> OrderKey {
-        let micros = self.created_at.unix_timestamp_nanos() / 1000;
-        OrderKey {
-            micros: i64::try_from(micros).unwrap_or(i64::MAX),
-            number: self.number,
+        Key {
+            micros: unix_micros(self.created_at),
+            tie: self.number,
         }
     }
 }
 
-/// An order's place in the newest-first lists: creation time, then number
-/// (unique), written `<unix microseconds>.<number>` in page cursors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct OrderKey {
-    pub micros: i64,
-    pub number: i64,
+fn unix_micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-impl std::fmt::Display for OrderKey {
+/// A row's place in a newest-first list: its creation time, then a unique
+/// tie-breaker, written `<unix microseconds>.<tie>` in page cursors. Lists
+/// page by key, never by offset, so rows written meanwhile shift nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key<T> {
+    pub micros: i64,
+    pub tie: T,
+}
+
+/// Orders: creation time, then number.
+pub type OrderKey = Key<i64>;
+/// Messages: creation time, then id.
+pub type MessageKey = Key<Uuid>;
+
+impl<T: std::fmt::Display> std::fmt::Display for Key<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.micros, self.number)
+        write!(f, "{}.{}", self.micros, self.tie)
     }
 }
 
-impl std::str::FromStr for OrderKey {
+impl<T: std::str::FromStr> std::str::FromStr for Key<T> {
     type Err = String;
 
-    fn from_str(text: &str) -> Result<OrderKey, String> {
-        let invalid = || format!("{text:?} is not a list position (<microseconds>.<number>)");
-        let (micros, number) = text.trim().split_once('.').ok_or_else(invalid)?;
-        Ok(OrderKey {
+    fn from_str(text: &str) -> Result<Key<T>, String> {
+        let invalid = || format!("{text:?} is not a list position (<microseconds>.<tie>)");
+        let (micros, tie) = text.trim().split_once('.').ok_or_else(invalid)?;
+        Ok(Key {
             micros: micros.parse().map_err(|_| invalid())?,
-            number: number.parse().map_err(|_| invalid())?,
+            tie: tie.parse().map_err(|_| invalid())?,
         })
     }
 }
 
 /// A window of a newest-first list: its rows, and whether older ones follow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OrderPage {
-    pub orders: Vec<Order>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub more: bool,
 }
+
+pub type OrderPage = Page<Order>;
 
 /// How many orders of one status the list's filter matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +294,16 @@ pub struct Message {
     pub read_at: Option<OffsetDateTime>,
     pub client_mutation_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+}
+
+impl Message {
+    /// Where the message sits in the newest-first folders.
+    pub fn key(&self) -> MessageKey {
+        Key {
+            micros: unix_micros(self.created_at),
+            tie: self.id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

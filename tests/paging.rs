@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::http::StatusCode;
 use common::TestApp;
 use sqlx::PgPool;
-use threadline::api::orders::{ListOrders, OrderCounts, PAGE_SIZE};
+use threadline::api::orders::{ListOrders, OrderCounts};
+use threadline::api::paging::PAGE_SIZE;
 use threadline::model::{Order, OrderPage, StatusCount};
 use uuid::Uuid;
 
@@ -103,16 +104,16 @@ async fn paging_reaches_every_row_once_while_rows_are_inserted_and_updated(pool:
     });
 
     let mut window = page(&app, BUYER, &list(None, None, None, false)).await;
-    assert_eq!(window.orders.len(), PAGE_SIZE);
+    assert_eq!(window.items.len(), PAGE_SIZE);
     assert!(window.more);
     let mut pages = 1;
     while window.more {
-        let last = window.orders.last().cloned().expect("a non-empty window");
+        let last = window.items.last().cloned().expect("a non-empty window");
         let grown = page(&app, BUYER, &list(None, None, Some(&last), true)).await;
         // the window keeps every row it had (in place) and adds the next page
-        let before: HashSet<Uuid> = window.orders.iter().map(|o| o.id).collect();
+        let before: HashSet<Uuid> = window.items.iter().map(|o| o.id).collect();
         let kept = grown
-            .orders
+            .items
             .iter()
             .filter(|o| before.contains(&o.id))
             .count();
@@ -125,8 +126,8 @@ async fn paging_reaches_every_row_once_while_rows_are_inserted_and_updated(pool:
     let written = writer.await.expect("writer");
     assert!(written >= 20);
 
-    assert_newest_first(&window.orders);
-    let ids: Vec<Uuid> = window.orders.iter().map(|o| o.id).collect();
+    assert_newest_first(&window.items);
+    let ids: Vec<Uuid> = window.items.iter().map(|o| o.id).collect();
     let unique: HashSet<Uuid> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "a row was listed twice");
     for id in &old {
@@ -140,12 +141,12 @@ async fn paging_reaches_every_row_once_while_rows_are_inserted_and_updated(pool:
     .fetch_one(&pool)
     .await
     .expect("count");
-    let refreshed = page(&app, BUYER, &list(None, None, window.orders.last(), false)).await;
-    assert_eq!(refreshed.orders.len() as i64, visible);
+    let refreshed = page(&app, BUYER, &list(None, None, window.items.last(), false)).await;
+    assert_eq!(refreshed.items.len() as i64, visible);
     assert!(!refreshed.more);
     // and the refetched window shows the writer's changes in place
     let cancelled = refreshed
-        .orders
+        .items
         .iter()
         .filter(|o| o.product.starts_with("Paged tee") && o.status.as_str() == "cancelled")
         .count();
@@ -172,24 +173,24 @@ async fn counts_search_and_status_filter_cover_the_whole_history(pool: PgPool) {
         &list(None, Some("archive HOODIE"), None, false),
     )
     .await;
-    assert_eq!(first.orders.len(), PAGE_SIZE);
+    assert_eq!(first.items.len(), PAGE_SIZE);
     assert!(first.more);
     let all = page(
         &app,
         BUYER,
-        &list(None, Some("archive HOODIE"), first.orders.last(), true),
+        &list(None, Some("archive HOODIE"), first.items.last(), true),
     )
     .await;
     let rest = page(
         &app,
         BUYER,
-        &list(None, Some("archive HOODIE"), all.orders.last(), true),
+        &list(None, Some("archive HOODIE"), all.items.last(), true),
     )
     .await;
-    assert_eq!(rest.orders.len(), 130);
+    assert_eq!(rest.items.len(), 130);
     assert!(!rest.more);
     assert!(
-        rest.orders
+        rest.items
             .iter()
             .all(|o| o.product.starts_with("Archive hoodie"))
     );
@@ -205,15 +206,15 @@ async fn counts_search_and_status_filter_cover_the_whole_history(pool: PgPool) {
     assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 130);
 
     // by PO number
-    let one = rest.orders[17].clone();
+    let one = rest.items[17].clone();
     let found = page(&app, BUYER, &list(None, Some(&one.label()), None, false)).await;
-    assert!(found.orders.iter().any(|o| o.id == one.id));
+    assert!(found.items.iter().any(|o| o.id == one.id));
 
     // wildcards typed in a search mean themselves
     let literal = page(&app, BUYER, &list(None, Some("100% cotton_"), None, false)).await;
-    assert_eq!(literal.orders.len(), 3);
+    assert_eq!(literal.items.len(), 3);
     let none = page(&app, BUYER, &list(None, Some("1_0%"), None, false)).await;
-    assert!(none.orders.is_empty());
+    assert!(none.items.is_empty());
 
     // status filter and search together
     sqlx::query("update orders set status = 'cancelled' where product in ('Archive hoodie 1', 'Archive hoodie 2')")
@@ -226,7 +227,7 @@ async fn counts_search_and_status_filter_cover_the_whole_history(pool: PgPool) {
         &list(Some("cancelled"), Some("hoodie"), None, false),
     )
     .await;
-    assert_eq!(cancelled.orders.len(), 2);
+    assert_eq!(cancelled.items.len(), 2);
 
     // another factory's staff find none of it
     let theirs = page(
@@ -235,7 +236,7 @@ async fn counts_search_and_status_filter_cover_the_whole_history(pool: PgPool) {
         &list(None, Some("Archive hoodie"), None, false),
     )
     .await;
-    assert!(theirs.orders.is_empty());
+    assert!(theirs.items.is_empty());
 }
 
 #[sqlx::test]
@@ -285,4 +286,48 @@ async fn bad_list_positions_and_searches_get_clear_errors(pool: PgPool) {
         .call(Some(BUYER), &list(Some("lost"), None, None, false))
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[sqlx::test]
+async fn the_inbox_and_sent_folder_reach_every_message_once(pool: PgPool) {
+    use threadline::api::messages::ListMessages;
+    use threadline::model::{Folder, Message, Page};
+    let app = TestApp::new(pool.clone()).await;
+    // 120 messages from the factory to the buyer, several to a timestamp
+    let sent: Vec<(Uuid,)> = sqlx::query_as(
+        "insert into messages (sender_id, recipient_id, body, created_at)
+         select (select id from users where email = $1), (select id from users where email = $2),
+                'Update number ' || i, now() - interval '1 day' + (i / 4) * interval '1 second'
+         from generate_series(1, 120) as i returning id",
+    )
+    .bind(FACTORY)
+    .bind(BUYER)
+    .fetch_all(&pool)
+    .await
+    .expect("messages");
+    for (email, folder) in [(BUYER, Folder::Inbox), (FACTORY, Folder::Sent)] {
+        let call = |through: Option<&Message>, more: bool| ListMessages {
+            folder,
+            through: through.map(|m| m.key().to_string()),
+            more,
+        };
+        let reply = app.call(Some(email), &call(None, false)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let mut window: Page<Message> = serde_json::from_value(reply.body).expect("a page");
+        assert_eq!(window.items.len(), PAGE_SIZE);
+        while window.more {
+            let reply = app
+                .call(Some(email), &call(window.items.last(), true))
+                .await;
+            window = serde_json::from_value(reply.body).expect("a page");
+        }
+        let ids: HashSet<Uuid> = window.items.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), window.items.len(), "a message listed twice");
+        for (id,) in &sent {
+            assert!(ids.contains(id), "a message was never reached");
+        }
+        for pair in window.items.windows(2) {
+            assert!(pair[0].key() > pair[1].key());
+        }
+    }
 }

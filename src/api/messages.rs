@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::model::{Contact, Folder, Message};
+use crate::model::{Contact, Folder, Message, Page};
 
 #[cfg(feature = "ssr")]
 const MESSAGE_SELECT: &str = "select m.id, m.sender_id, s.name as sender_name, m.recipient_id, \
@@ -20,19 +20,30 @@ const CONTACTS: &str = "select c.id, c.name, c.role, f.name as factory_name from
        or ($2 = 'buyer' and c.factory_id in (select factory_id from orders where buyer_id = $1)) \
        or ($2 = 'factory' and c.id in (select buyer_id from orders where factory_id = $3)))";
 
+/// The user's inbox or sent folder, newest first, paged by key (see
+/// `api::paging`): the first page, the window `through` a key, and with
+/// `more` the page after it.
 #[server]
-pub async fn list_messages(folder: Folder) -> Result<Vec<Message>, AppError> {
+pub async fn list_messages(
+    folder: Folder,
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<Page<Message>, AppError> {
+    use crate::api::paging::{self, List, Mine};
     let (state, user) = crate::auth::server::require_user().await?;
-    let column = match folder {
-        Folder::Inbox => "recipient_id",
-        Folder::Sent => "sender_id",
+    let through = paging::parse_through::<Uuid>(through.as_deref())?;
+    let list = List {
+        select: MESSAGE_SELECT,
+        clause: match folder {
+            Folder::Inbox => "m.recipient_id = $1",
+            Folder::Sent => "m.sender_id = $1",
+        },
+        params: 1,
+        binds: &Mine(user.id),
+        at: "m.created_at",
+        tie: "m.id",
     };
-    Ok(sqlx::query_as(&format!(
-        "{MESSAGE_SELECT} where m.{column} = $1 order by m.created_at desc limit 200"
-    ))
-    .bind(user.id)
-    .fetch_all(&state.pool)
-    .await?)
+    paging::window(&state.pool, &list, through, more).await
 }
 
 /// The messages about one order that the user sent or received (admins: all).

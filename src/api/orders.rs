@@ -1,10 +1,12 @@
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use crate::error::AppError;
-use crate::model::{Factory, OrderDetail, OrderPage, OrderStatus, OrderUpdate, StatusCount};
 #[cfg(feature = "ssr")]
-use crate::model::{Order, OrderKey};
+use crate::api::paging;
+use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::model::Order;
+use crate::model::{Factory, OrderDetail, OrderPage, OrderStatus, OrderUpdate, StatusCount};
 
 #[cfg(feature = "ssr")]
 mod queries {
@@ -44,16 +46,10 @@ async fn visible_order(
     .ok_or_else(|| AppError::not_found("order"))
 }
 
-/// Rows in one page of the orders list.
-pub const PAGE_SIZE: usize = 50;
-/// Most rows one window of the list holds (a refetch sends them all).
-pub const MAX_WINDOW: usize = 10_000;
-
 /// Orders the user may see, newest first (creation time, then number),
-/// optionally of one status and matching a search, paged by key, never by
-/// offset: without `through`, the first page; with it, every row from the
-/// newest through that key (the window a page has loaded, refetched when
-/// something changes), and with `more` the page after it as well.
+/// optionally of one status and matching a search, paged by key (see
+/// `api::paging`): without `through`, the first page; with it, every row
+/// from the newest through that key, and with `more` the page after it.
 #[server]
 pub async fn list_orders(
     status: Option<String>,
@@ -63,12 +59,8 @@ pub async fn list_orders(
 ) -> Result<OrderPage, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let filter = list::Filter::new(&user, status.as_deref(), search.as_deref())?;
-    let through = through
-        .as_deref()
-        .filter(|t| !t.trim().is_empty())
-        .map(|t| t.parse::<OrderKey>().map_err(AppError::invalid))
-        .transpose()?;
-    list::page(&state.pool, &filter, through, more).await
+    let through = paging::parse_through::<i64>(through.as_deref())?;
+    paging::window(&state.pool, &filter.list(), through, more).await
 }
 
 /// How many orders of each status the user may see that match `search`
@@ -77,24 +69,38 @@ pub async fn list_orders(
 pub async fn order_counts(search: Option<String>) -> Result<Vec<StatusCount>, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let filter = list::Filter::new(&user, None, search.as_deref())?;
-    list::counts(&state.pool, &filter).await
+    let sql = format!(
+        "select o.status, count(*) as count from orders o where {} group by o.status",
+        filter.clause
+    );
+    use paging::Binds;
+    Ok(filter
+        .bind(sqlx::query_as(&sql))
+        .fetch_all(&state.pool)
+        .await?)
 }
 
 #[cfg(feature = "ssr")]
 mod list {
-    //! The orders list's queries: keyset pages over (created_at, number)
-    //! with one visibility predicate per role, so each uses its index
-    //! (`migrations/*_paging.sql`), and search through a trigram index.
-    use super::{MAX_WINDOW, PAGE_SIZE, queries};
+    //! The orders list's filter: one visibility predicate per role, so each
+    //! uses its index (`migrations/*_paging.sql`), and search through a
+    //! trigram index.
+    use sqlx::postgres::{PgArguments, PgRow};
+    use sqlx::query::QueryAs;
+    use sqlx::{FromRow, Postgres};
+
+    use super::queries;
+    use crate::api::paging::{Binds, List};
     use crate::error::AppError;
-    use crate::model::{OrderKey, OrderPage, OrderStatus, Role, SessionUser, StatusCount};
-    use time::OffsetDateTime;
+    use crate::model::{OrderStatus, Role, SessionUser};
 
     pub struct Filter {
         user: SessionUser,
         status: Option<OrderStatus>,
         /// An `ilike` pattern: the search text, its wildcards escaped.
         pattern: Option<String>,
+        /// `$1` user, `$2` factory, `$3` status, `$4` pattern.
+        pub clause: String,
     }
 
     impl Filter {
@@ -111,35 +117,43 @@ mod list {
             if search.is_some_and(|s| s.chars().count() > 200) {
                 return Err(AppError::invalid("a search is at most 200 characters"));
             }
-            Ok(Filter {
-                user: user.clone(),
-                status,
-                pattern: search.map(|s| format!("%{}%", escape_like(s))),
-            })
-        }
-
-        /// The `where` clause: $1 user, $2 factory, $3 status, $4 pattern
-        /// (one predicate per role, so that each uses its own index).
-        fn clause(&self) -> String {
-            let visible = match self.user.role {
+            let visible = match user.role {
                 Role::Admin => "true",
                 Role::Buyer => "o.buyer_id = $1",
                 Role::Factory => "o.factory_id = $2",
             };
-            format!(
-                "{visible} and ($3::text is null or o.status = $3) \
-                 and ($4::text is null or (o.product || ' PO-' || o.number::text) ilike $4)"
-            )
+            Ok(Filter {
+                user: user.clone(),
+                status,
+                pattern: search.map(|s| format!("%{}%", escape_like(s))),
+                clause: format!(
+                    "{visible} and ($3::text is null or o.status = $3) \
+                     and ($4::text is null or (o.product || ' PO-' || o.number::text) ilike $4)"
+                ),
+            })
         }
 
-        fn query<'q, O>(
+        pub fn list(&self) -> List<'_, Filter> {
+            List {
+                select: queries::ORDER_SELECT,
+                clause: &self.clause,
+                params: 4,
+                binds: self,
+                at: "o.created_at",
+                tie: "o.number",
+            }
+        }
+    }
+
+    impl Binds for Filter {
+        fn bind<'q, O>(
             &self,
-            sql: &'q str,
-        ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+            query: QueryAs<'q, Postgres, O, PgArguments>,
+        ) -> QueryAs<'q, Postgres, O, PgArguments>
         where
-            O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+            O: for<'r> FromRow<'r, PgRow>,
         {
-            sqlx::query_as(sql)
+            query
                 .bind(self.user.id)
                 .bind(self.user.factory_id)
                 .bind(self.status.map(OrderStatus::as_str))
@@ -157,92 +171,6 @@ mod list {
             escaped.push(c);
         }
         escaped
-    }
-
-    fn at(key: OrderKey) -> Result<OffsetDateTime, AppError> {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(key.micros) * 1000)
-            .ok()
-            .filter(|at| (1..=9999).contains(&at.year()))
-            .ok_or_else(|| AppError::invalid("the list position is out of range"))
-    }
-
-    pub async fn page(
-        pool: &sqlx::PgPool,
-        filter: &Filter,
-        through: Option<OrderKey>,
-        more: bool,
-    ) -> Result<OrderPage, AppError> {
-        let order = "order by o.created_at desc, o.number desc";
-        let mut orders = match through {
-            None => {
-                let sql = format!(
-                    "{} where {} {order} limit $5",
-                    queries::ORDER_SELECT,
-                    filter.clause()
-                );
-                filter
-                    .query(&sql)
-                    .bind(PAGE_SIZE as i64 + 1)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Some(key) => {
-                let sql = format!(
-                    "{} where {} and (o.created_at, o.number) >= ($5, $6) {order} limit $7",
-                    queries::ORDER_SELECT,
-                    filter.clause()
-                );
-                filter
-                    .query(&sql)
-                    .bind(at(key)?)
-                    .bind(key.number)
-                    .bind(MAX_WINDOW as i64)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        let more_rows = match through {
-            None => orders.len() > PAGE_SIZE,
-            Some(key) => {
-                let wanted = if more { PAGE_SIZE as i64 + 1 } else { 1 };
-                let sql = format!(
-                    "{} where {} and (o.created_at, o.number) < ($5, $6) {order} limit $7",
-                    queries::ORDER_SELECT,
-                    filter.clause()
-                );
-                let after: Vec<crate::model::Order> = filter
-                    .query(&sql)
-                    .bind(at(key)?)
-                    .bind(key.number)
-                    .bind(wanted)
-                    .fetch_all(pool)
-                    .await?;
-                let beyond = after.len() as i64 == wanted;
-                if more {
-                    let room = MAX_WINDOW.saturating_sub(orders.len());
-                    orders.extend(after.into_iter().take(PAGE_SIZE.min(room)));
-                }
-                beyond || orders.len() >= MAX_WINDOW
-            }
-        };
-        if through.is_none() {
-            orders.truncate(PAGE_SIZE);
-        }
-        Ok(OrderPage {
-            orders,
-            more: more_rows,
-        })
-    }
-
-    pub async fn counts(
-        pool: &sqlx::PgPool,
-        filter: &Filter,
-    ) -> Result<Vec<StatusCount>, AppError> {
-        let sql = format!(
-            "select o.status, count(*) as count from orders o where {} group by o.status",
-            filter.clause()
-        );
-        Ok(filter.query(&sql).fetch_all(pool).await?)
     }
 
     #[cfg(test)]

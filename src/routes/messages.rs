@@ -15,8 +15,9 @@ use crate::api::messages::{
 use crate::api::orders::list_orders;
 use crate::app::use_user;
 use crate::components::form_feedback::{FormError, action_error};
+use crate::components::paging::use_paged;
 use crate::components::presence::{Typing, TypingNote, Typists};
-use crate::model::{Folder, Message, format_timestamp};
+use crate::model::{Folder, Message, Page, format_timestamp};
 
 /// The communication center: inbox, sent and compose.
 #[component]
@@ -77,12 +78,16 @@ fn FolderList(
     reads: Optimistic<Uuid>,
     version: ReadSignal<u64>,
 ) -> impl IntoView {
-    let messages = Resource::new(
-        move || (send.version().get(), version.get()),
-        move |_| list_messages(folder),
+    let list = use_paged(
+        move || folder,
+        move || (send.version().get() as u64).wrapping_add(version.get()),
+        list_messages,
+        |m: &Message| m.key().to_string(),
     );
-    reads.settle_from(messages, |list| {
-        list.iter()
+    let messages = list.page;
+    reads.settle_from(messages, |page| {
+        page.items
+            .iter()
             .filter(|m| m.read_at.is_some())
             .filter_map(|m| m.client_mutation_id)
             .collect()
@@ -94,13 +99,18 @@ fn FolderList(
         <Transition fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
             {move || messages.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                Ok(list) if list.is_empty() => view! {
+                Ok(page) if page.items.is_empty() => view! {
                     <p class="empty">{if folder == Folder::Inbox { "Your inbox is empty." } else { "You have not sent any messages." }}</p>
                 }.into_any(),
-                Ok(list) => view! {
+                Ok(Page { items, more }) => view! {
                     <ul class="message-list" data-folder=folder.as_str()>
-                        {list.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
+                        {items.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
                     </ul>
+                    <div class="list-foot">
+                        {more.then(|| view! {
+                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
+                        })}
+                    </div>
                 }.into_any(),
             })}
         </Transition>
@@ -240,7 +250,7 @@ fn Compose(send: ServerAction<SendMessage>) -> impl IntoView {
                 <select id="compose-order" name="order_id">
                         <option value="">"No order"</option>
                         <Transition fallback=|| ()>
-                            {move || orders.get().and_then(Result::ok).map(|page| page.orders.into_iter().map(|o| view! {
+                            {move || orders.get().and_then(Result::ok).map(|page| page.items.into_iter().map(|o| view! {
                                 <option value=o.id.to_string()>{format!("{} · {}", o.label(), o.product)}</option>
                             }).collect_view())}
                         </Transition>

@@ -9,8 +9,9 @@ use crate::api::orders::{CreateOrder, list_orders, order_counts};
 use crate::app::use_user;
 use crate::components::badges::{OrderStatusBadge, ProgressBar};
 use crate::components::form_feedback::{FormError, action_error, reset_on_success};
+use crate::components::paging::use_paged;
 use crate::error::AppError;
-use crate::model::{OrderPage, OrderStatus, Role, StatusCount, format_date};
+use crate::model::{Order, OrderPage, OrderStatus, Role, StatusCount, format_date};
 
 #[component]
 pub fn OrdersPage() -> impl IntoView {
@@ -19,62 +20,29 @@ pub fn OrdersPage() -> impl IntoView {
     let status = move || query.read().get("status").filter(|s| !s.is_empty());
     let search = move || query.read().get("q").filter(|s| !s.is_empty());
     let create = ServerAction::<CreateOrder>::new();
-    // any order or stage change may move a row of this list
     let orders_live = use_realtime(Listen::table(Table::Orders), |_| {});
     let stages_live = use_realtime(
         Listen::table(Table::ProductionStages).event("UPDATE"),
         |_| {},
     );
-    // The window of the list this page holds: the first page, or every row
-    // through the last one loaded (`through`), for the query it was loaded
-    // under. Live changes refetch the window, so rows that changed land in
-    // place and rows that left go, with nothing loaded twice or lost.
-    let window = RwSignal::new(Window::default());
+    // any order or stage change may move a row of this list
     let live = move || {
-        (
-            create.version().get(),
-            orders_live.version.get(),
-            stages_live.version.get(),
-        )
+        (create.version().get() as u64)
+            .wrapping_add(orders_live.version.get())
+            .wrapping_add(stages_live.version.get())
     };
-    let orders = Resource::new(
-        move || {
-            let query = (status(), search());
-            let window = window.get();
-            let (through, more) = if window.query == query {
-                (window.through, window.more)
-            } else {
-                (None, false)
-            };
-            (query, through, more, live())
-        },
-        |((status, search), through, more, _)| list_orders(status, search, through, more),
+    let list = use_paged(
+        move || (status(), search()),
+        live,
+        |(status, search), through, more| list_orders(status, search, through, more),
+        |o: &Order| o.key().to_string(),
     );
-    // once a "load more" has arrived, the window ends at its last row
-    Effect::new(move |_| {
-        if let Some(Ok(page)) = orders.get() {
-            window.update_untracked(|w| {
-                w.query = untrack(|| (status(), search()));
-                w.through = page.orders.last().map(|o| o.key().to_string());
-                w.more = false;
-            });
-        }
-    });
+    let orders = list.page;
     let counts = Resource::new(
         move || (search(), live()),
         |(search, _)| order_counts(search),
     );
-    let load_more = move |_| {
-        let last = orders
-            .get_untracked()
-            .and_then(Result::ok)
-            .and_then(|page| page.orders.last().map(|o| o.key().to_string()));
-        window.set(Window {
-            query: (status(), search()),
-            through: last,
-            more: true,
-        });
-    };
+    let load_more = move |_| list.load_more();
     let is_buyer = user.role == Role::Buyer;
 
     view! {
@@ -95,8 +63,8 @@ pub fn OrdersPage() -> impl IntoView {
         <Transition fallback=|| view! { <p class="muted">"Loading orders…"</p> }>
             {move || orders.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                Ok(page) if page.orders.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
-                Ok(OrderPage { orders: list, more }) => view! {
+                Ok(page) if page.items.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
+                Ok(OrderPage { items: list, more }) => view! {
                     <table class="orders-table">
                         <thead>
                             <tr>
@@ -138,17 +106,6 @@ pub fn OrdersPage() -> impl IntoView {
             })}
         </Transition>
     }
-}
-
-/// The part of the list a page has loaded (see `OrdersPage`).
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Window {
-    /// The status and search it belongs to.
-    query: (Option<String>, Option<String>),
-    /// The key of its last row: `None` for the first page.
-    through: Option<String>,
-    /// Whether to fetch the page after `through` as well.
-    more: bool,
 }
 
 #[component]
