@@ -131,7 +131,7 @@ def ms(value):
 
 m = machine()
 latency, fanout, capture, idle, resume, web = (load(n) for n in ('latency', 'fanout', 'capture', 'idle', 'resume', 'web'))
-bigtx, abuse, servers = (load(n) for n in ('bigtx', 'abuse', 'servers'))
+bigtx, abuse, servers, lists = (load(n) for n in ('bigtx', 'abuse', 'servers', 'lists'))
 abuse_lat = abuse['latency'] or {}
 fast3g = web['load']['Fast 3G']
 lat = latency['latency'] or {}
@@ -172,6 +172,12 @@ rows = [
      f"{web['ssr_eight_clients']['rps']:,.0f} requests/s (p50 {ms(web['ssr_eight_clients']['p50_ms'])}); "
      f"one client at a time p50 {ms(web['ssr_one_client']['p50_ms'])}",
      web['ssr_eight_clients']['rps'] >= 1500),
+    ('lists at 100,000 orders: first page of `/orders`, a buyer with 20,000', 'p50 ≤ 20 ms',
+     f"p50 {ms(lists['first']['one']['p50_ms'])}", lists['first']['one']['p50_ms'] <= 20),
+    ('lists at 100,000 orders: a search', 'p50 ≤ 30 ms',
+     f"p50 {ms(lists['search']['one']['p50_ms'])}", lists['search']['one']['p50_ms'] <= 30),
+    ('lists at 100,000 orders: the next page', 'p50 ≤ 15 ms',
+     f"p50 {ms(lists['next']['one']['p50_ms'])}", lists['next']['one']['p50_ms'] <= 15),
 ]
 
 out = []
@@ -286,4 +292,17 @@ w('')
 w(f"With 8 clients the two cores are saturated — the server spends {web['ssr_server_cpu_ms_per_page']:.2f} ms of CPU "
   'per page (measured from /proc), PostgreSQL and wrk take the rest — so requests queue: the p50 there is bound by '
   'throughput on 2 cores, not by the time to render one page.\n')
+w('## Lists at a real factory\'s size\n')
+w(f"`bench/dataset.sql` (100,000 orders, 600,000 stages, 300,000 updates, 200,000 messages over 50 buyers and "
+  f"10 factories) loaded in {lists['load_seconds']:.0f} s. As a buyer with {lists['buyer_orders']:,} orders, "
+  'measured with wrk for 5 s each (the server renders the whole page; `next` is "load more", the '
+  '`list_orders` server function returning the first page and the one after it):\n')
+w('| request | p50, one client | p99, one client | requests/s, 8 clients | p50, 8 clients |')
+w('|---|---|---|---|---|')
+for name, label in (('first', 'first page of `/orders`'), ('search', '`/orders?q=merino` (2,500 matches)'),
+                    ('inbox', '`/messages` (inbox of 20,000 messages)'), ('next', 'load more (`/api/list_orders`)')):
+    r = lists[name]
+    w(f"| {label} | {ms(r['one']['p50_ms'])} | {ms(r['one']['p99_ms'])} | {r['eight']['rps']:,.0f} | "
+      f"{ms(r['eight']['p50_ms'])} |")
+w('')
 print('\n'.join(out))

@@ -306,6 +306,34 @@ impl Message {
     }
 }
 
+/// The messages between the user and one other person about one order (or
+/// about no order), as the communication center lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Conversation {
+    pub other_id: Uuid,
+    pub other_name: String,
+    pub order_id: Option<Uuid>,
+    pub order_number: Option<i64>,
+    pub last_body: String,
+    pub last_at: OffsetDateTime,
+    pub last_id: Uuid,
+    pub last_from_me: bool,
+    /// Messages to the user in it that they have not read.
+    pub unread: i64,
+    pub total: i64,
+}
+
+impl Conversation {
+    /// Where the conversation sits in the list: its newest message.
+    pub fn key(&self) -> MessageKey {
+        Key {
+            micros: unix_micros(self.last_at),
+            tie: self.last_id,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Notification {

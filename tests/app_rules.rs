@@ -21,7 +21,7 @@ const FACTORY2: &str = "factory2@sleek.test";
 const ADMIN: &str = "admin@sleek.test";
 
 fn products(reply: &common::Reply) -> Vec<String> {
-    reply.body["orders"]
+    reply.body["items"]
         .as_array()
         .map(|orders| {
             orders

@@ -37,7 +37,7 @@ async fn the_token_api_returns_a_working_bearer_token(pool: PgPool) {
         .unwrap_or_default();
     let orders = app.send(request).await;
     assert_eq!(orders.status, StatusCode::OK);
-    assert_eq!(orders.body["orders"].as_array().map(Vec::len), Some(7));
+    assert_eq!(orders.body["items"].as_array().map(Vec::len), Some(7));
 }
 
 #[sqlx::test]

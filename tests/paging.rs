@@ -331,3 +331,119 @@ async fn the_inbox_and_sent_folder_reach_every_message_once(pool: PgPool) {
         }
     }
 }
+
+#[sqlx::test]
+async fn conversations_group_by_person_and_order_with_unread_counts(pool: PgPool) {
+    use threadline::api::messages::{ConversationMessages, ListConversations};
+    use threadline::model::{Conversation, Message, Page};
+    let app = TestApp::new(pool.clone()).await;
+    let order = app.order_id("Merino crewneck sweater").await;
+    let user = |email: &str| {
+        let pool = pool.clone();
+        let email = email.to_string();
+        async move {
+            sqlx::query_as::<_, (Uuid,)>("select id from users where email = $1")
+                .bind(email)
+                .fetch_one(&pool)
+                .await
+                .expect("user")
+                .0
+        }
+    };
+    let (buyer, factory) = (user(BUYER).await, user(FACTORY).await);
+    // 70 messages about the order, both ways, the factory's 35 unread; then one with no order
+    sqlx::query(
+        "insert into messages (sender_id, recipient_id, order_id, body, created_at)
+         select case when i % 2 = 0 then $1 else $2 end, case when i % 2 = 0 then $2 else $1 end, $3,
+                'About the sweaters ' || i, now() - interval '1 hour' + i * interval '1 second'
+         from generate_series(1, 70) as i",
+    )
+    .bind(factory)
+    .bind(buyer)
+    .bind(order)
+    .execute(&pool)
+    .await
+    .expect("thread");
+    sqlx::query(
+        "insert into messages (sender_id, recipient_id, body) values ($1, $2, 'Season plans')",
+    )
+    .bind(factory)
+    .bind(buyer)
+    .execute(&pool)
+    .await
+    .expect("one more");
+
+    let reply = app
+        .call(
+            Some(BUYER),
+            &ListConversations {
+                through: None,
+                more: false,
+            },
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let page: Page<Conversation> = serde_json::from_value(reply.body).expect("conversations");
+    let with_factory: Vec<&Conversation> = page
+        .items
+        .iter()
+        .filter(|c| c.other_id == factory)
+        .collect();
+    // newest conversation first: the one with no order
+    assert_eq!(with_factory[0].order_id, None);
+    assert_eq!(with_factory[0].last_body, "Season plans");
+    assert_eq!(with_factory[0].unread, 1);
+    let about = with_factory
+        .iter()
+        .find(|c| c.order_id == Some(order))
+        .expect("the order's conversation");
+    let (expected_unread,): (i64,) = sqlx::query_as(
+        "select count(*) from messages where recipient_id = $1 and sender_id = $2 and order_id = $3 and read_at is null",
+    )
+    .bind(buyer)
+    .bind(factory)
+    .bind(order)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(about.unread, expected_unread);
+    assert!(about.unread >= 35);
+    assert_eq!(about.last_body, "About the sweaters 70");
+    assert!(!about.last_from_me);
+
+    // the conversation pages back to its first message, each once
+    let call = |through: Option<&Message>, more: bool| ConversationMessages {
+        with: factory,
+        order_id: Some(order),
+        through: through.map(|m| m.key().to_string()),
+        more,
+    };
+    let reply = app.call(Some(BUYER), &call(None, false)).await;
+    let mut window: Page<Message> = serde_json::from_value(reply.body).expect("messages");
+    assert_eq!(window.items.len(), PAGE_SIZE);
+    while window.more {
+        let reply = app
+            .call(Some(BUYER), &call(window.items.last(), true))
+            .await;
+        window = serde_json::from_value(reply.body).expect("messages");
+    }
+    assert_eq!(window.items.len() as i64, about.total);
+    assert!(window.items.iter().all(|m| m.order_id == Some(order)));
+    let ids: HashSet<Uuid> = window.items.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), window.items.len());
+
+    // someone else's conversation shows nothing of it
+    let reply = app
+        .call(
+            Some("buyer2@sleek.test"),
+            &ConversationMessages {
+                with: factory,
+                order_id: Some(order),
+                through: None,
+                more: false,
+            },
+        )
+        .await;
+    let theirs: Page<Message> = serde_json::from_value(reply.body).expect("messages");
+    assert!(theirs.items.is_empty());
+}

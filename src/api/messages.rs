@@ -2,13 +2,28 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::model::{Contact, Folder, Message, Page};
+use crate::model::{Contact, Conversation, Folder, Message, Page};
 
 #[cfg(feature = "ssr")]
 const MESSAGE_SELECT: &str = "select m.id, m.sender_id, s.name as sender_name, m.recipient_id, \
     r.name as recipient_name, m.order_id, o.number as order_number, m.body, m.read_at, m.client_mutation_id, m.created_at \
     from messages m join users s on s.id = m.sender_id join users r on r.id = m.recipient_id \
     left join orders o on o.id = m.order_id";
+
+/// Each conversation of user `$1` (the other person and the order, or no
+/// order) with its newest message, its size and what `$1` has not read.
+#[cfg(feature = "ssr")]
+const CONVERSATIONS: &str = "select c.* from ( \
+    select distinct on (m.other_id, m.order_id) \
+        m.other_id, u.name as other_name, m.order_id, o.number as order_number, \
+        m.body as last_body, m.created_at as last_at, m.id as last_id, m.sender_id = $1 as last_from_me, \
+        count(*) filter (where m.recipient_id = $1 and m.read_at is null) over w as unread, \
+        count(*) over w as total \
+    from (select m.*, case when m.sender_id = $1 then m.recipient_id else m.sender_id end as other_id \
+          from messages m where m.sender_id = $1 or m.recipient_id = $1) m \
+    join users u on u.id = m.other_id left join orders o on o.id = m.order_id \
+    window w as (partition by m.other_id, m.order_id) \
+    order by m.other_id, m.order_id, m.created_at desc, m.id desc) c";
 
 /// Who a user may write to: admins anyone; buyers the admins and the staff
 /// of factories making their orders; factory staff the admins and the buyers
@@ -23,7 +38,7 @@ const CONTACTS: &str = "select c.id, c.name, c.role, f.name as factory_name from
 /// The user's inbox or sent folder, newest first, paged by key (see
 /// `api::paging`): the first page, the window `through` a key, and with
 /// `more` the page after it.
-#[server]
+#[server(endpoint = "list_messages")]
 pub async fn list_messages(
     folder: Folder,
     #[server(default)] through: Option<String>,
@@ -44,6 +59,77 @@ pub async fn list_messages(
         tie: "m.id",
     };
     paging::window(&state.pool, &list, through, more).await
+}
+
+/// The user's conversations: messages grouped by the other person and the
+/// order they are about, newest conversation first, with how many of them
+/// the user has not read; paged by key like the folders.
+#[server(endpoint = "list_conversations")]
+pub async fn list_conversations(
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<Page<Conversation>, AppError> {
+    use crate::api::paging::{self, List, Mine};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let through = paging::parse_through::<Uuid>(through.as_deref())?;
+    let list = List {
+        select: CONVERSATIONS,
+        clause: "true",
+        params: 1,
+        binds: &Mine(user.id),
+        at: "c.last_at",
+        tie: "c.last_id",
+    };
+    paging::window(&state.pool, &list, through, more).await
+}
+
+/// One conversation's messages, newest first, paged by key: with `with`
+/// (the other person) about `order_id` (or about no order).
+#[server(endpoint = "conversation_messages")]
+pub async fn conversation_messages(
+    with: Uuid,
+    order_id: Option<Uuid>,
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<Page<Message>, AppError> {
+    use crate::api::paging::{self, List};
+    let (state, user) = crate::auth::server::require_user().await?;
+    let through = paging::parse_through::<Uuid>(through.as_deref())?;
+    let list = List {
+        select: MESSAGE_SELECT,
+        clause: "((m.sender_id = $1 and m.recipient_id = $2) or (m.sender_id = $2 and m.recipient_id = $1)) \
+                 and m.order_id is not distinct from $3",
+        params: 3,
+        binds: &Between {
+            me: user.id,
+            other: with,
+            order_id,
+        },
+        at: "m.created_at",
+        tie: "m.id",
+    };
+    paging::window(&state.pool, &list, through, more).await
+}
+
+/// `$1` me, `$2` the other person, `$3` the order (or none).
+#[cfg(feature = "ssr")]
+struct Between {
+    me: Uuid,
+    other: Uuid,
+    order_id: Option<Uuid>,
+}
+
+#[cfg(feature = "ssr")]
+impl crate::api::paging::Binds for Between {
+    fn bind<'q, O>(
+        &self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        query.bind(self.me).bind(self.other).bind(self.order_id)
+    }
 }
 
 /// The messages about one order that the user sent or received (admins: all).

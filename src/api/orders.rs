@@ -50,7 +50,7 @@ async fn visible_order(
 /// optionally of one status and matching a search, paged by key (see
 /// `api::paging`): without `through`, the first page; with it, every row
 /// from the newest through that key, and with `more` the page after it.
-#[server]
+#[server(endpoint = "list_orders")]
 pub async fn list_orders(
     status: Option<String>,
     search: Option<String>,

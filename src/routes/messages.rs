@@ -10,14 +10,15 @@ use threadline_realtime::client::{
 use uuid::Uuid;
 
 use crate::api::messages::{
-    SendMessage, list_contacts, list_messages, mark_message_read, online_contacts, typing_to,
+    SendMessage, conversation_messages, list_contacts, list_conversations, list_messages,
+    mark_message_read, online_contacts, typing_to,
 };
 use crate::api::orders::list_orders;
 use crate::app::use_user;
-use crate::components::form_feedback::{FormError, action_error};
+use crate::components::form_feedback::{FormError, action_error, reset_on_success};
 use crate::components::paging::use_paged;
 use crate::components::presence::{Typing, TypingNote, Typists};
-use crate::model::{Folder, Message, Page, format_timestamp};
+use crate::model::{Conversation, Folder, Message, Page, format_timestamp};
 
 /// The communication center: inbox, sent and compose.
 #[component]
@@ -49,6 +50,7 @@ pub fn MessagesPage() -> impl IntoView {
         <Title text="Messages · Threadline"/>
         <div class="page-head"><h1>"Messages"</h1></div>
         <nav class="tabs" aria-label="Folders">
+            <TabLink name="conversations" label="Conversations" current=Signal::derive(tab)/>
             <TabLink name="inbox" label="Inbox" current=Signal::derive(tab)/>
             <TabLink name="sent" label="Sent" current=Signal::derive(tab)/>
             <TabLink name="compose" label="Compose" current=Signal::derive(tab)/>
@@ -57,6 +59,15 @@ pub fn MessagesPage() -> impl IntoView {
         {move || match tab().as_str() {
             "sent" => view! { <FolderList folder=Folder::Sent send reads version=live.version/> }.into_any(),
             "compose" => view! { <Compose send/> }.into_any(),
+            "conversations" => view! { <Conversations version=live.version/> }.into_any(),
+            "conversation" => {
+                let with = query.read().get("with").and_then(|w| w.parse::<Uuid>().ok());
+                let order = query.read().get("order").and_then(|o| o.parse::<Uuid>().ok());
+                match with {
+                    Some(with) => view! { <ConversationView with order send reads version=live.version/> }.into_any(),
+                    None => view! { <p class="error" role="alert">"This conversation link names no one."</p> }.into_any(),
+                }
+            }
             _ => view! { <FolderList folder=Folder::Inbox send reads version=live.version/> }.into_any(),
         }}
     }
@@ -114,6 +125,112 @@ fn FolderList(
                 }.into_any(),
             })}
         </Transition>
+    }
+}
+
+/// Messages grouped by the other person and the order, newest first.
+#[component]
+fn Conversations(version: ReadSignal<u64>) -> impl IntoView {
+    let list = use_paged(
+        || (),
+        move || version.get(),
+        |(), through, more| list_conversations(through, more),
+        |c: &Conversation| c.key().to_string(),
+    );
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading conversations…"</p> }>
+            {move || list.page.get().map(|result| match result {
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                Ok(page) if page.items.is_empty() => view! { <p class="empty">"No conversations yet."</p> }.into_any(),
+                Ok(Page { items, more }) => view! {
+                    <ul class="conversation-list" aria-label="Conversations">
+                        {items.into_iter().map(|c| {
+                            let href = match c.order_id {
+                                Some(order) => format!("/messages?tab=conversation&with={}&order={order}", c.other_id),
+                                None => format!("/messages?tab=conversation&with={}", c.other_id),
+                            };
+                            let about = c.order_number.map(|n| format!("PO-{n}"));
+                            let preview = if c.last_from_me { format!("You: {}", c.last_body) } else { c.last_body.clone() };
+                            view! {
+                                <li class="conversation" class:unread={c.unread > 0} data-other-id=c.other_id.to_string()>
+                                    <A href=href attr:class="conversation-link">
+                                        <strong>{c.other_name.clone()}</strong>
+                                        {about.map(|a| view! { <span class="tag">{a}</span> })}
+                                        <span class="muted small">{format_timestamp(c.last_at)}</span>
+                                        {(c.unread > 0).then(|| view! {
+                                            <span class="badge unread-count" aria-label=format!("{} unread", c.unread)>{c.unread}</span>
+                                        })}
+                                        <span class="preview">{preview}</span>
+                                        <span class="muted small">{format!("{} messages", c.total)}</span>
+                                    </A>
+                                </li>
+                            }
+                        }).collect_view()}
+                    </ul>
+                    <div class="list-foot">
+                        {more.then(|| view! {
+                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load more conversations"</button>
+                        })}
+                    </div>
+                }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+/// One conversation, oldest message at the top; older ones load on demand.
+#[component]
+fn ConversationView(
+    with: Uuid,
+    order: Option<Uuid>,
+    send: ServerAction<SendMessage>,
+    reads: Optimistic<Uuid>,
+    version: ReadSignal<u64>,
+) -> impl IntoView {
+    let me = use_user().id;
+    let list = use_paged(
+        || (),
+        move || (send.version().get() as u64).wrapping_add(version.get()),
+        move |(), through, more| conversation_messages(with, order, through, more),
+        |m: &Message| m.key().to_string(),
+    );
+    let messages = list.page;
+    reads.settle_from(messages, |page| {
+        page.items
+            .iter()
+            .filter(|m| m.read_at.is_some())
+            .filter_map(|m| m.client_mutation_id)
+            .collect()
+    });
+    let form = NodeRef::<leptos::html::Form>::new();
+    reset_on_success(send, form);
+    view! {
+        <p><A href="/messages?tab=conversations">"← All conversations"</A></p>
+        <FormError message=Signal::derive(move || reads.error.get())/>
+        <Transition fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
+            {move || messages.get().map(|result| match result {
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                Ok(Page { items, more }) => view! {
+                    <div class="list-foot">
+                        {more.then(|| view! {
+                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
+                        })}
+                    </div>
+                    <ul class="message-list" data-folder="conversation">
+                        {items.into_iter().rev().map(|m| {
+                            let folder = if m.recipient_id == me { Folder::Inbox } else { Folder::Sent };
+                            view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }
+                        }).collect_view()}
+                    </ul>
+                }.into_any(),
+            })}
+        </Transition>
+        <ActionForm action=send node_ref=form attr:class="stack reply">
+            <input type="hidden" name="recipient_id" value=with.to_string()/>
+            <input type="hidden" name="order_id" value=order.map(|o| o.to_string()).unwrap_or_default()/>
+            <label>"Reply"<textarea name="body" rows="3" maxlength="5000" required></textarea></label>
+            <button type="submit" class="button primary">"Send"</button>
+        </ActionForm>
     }
 }
 

@@ -6,6 +6,7 @@ use leptos_router::hooks::use_query_map;
 use threadline_realtime::client::{Listen, use_realtime};
 
 use crate::api::orders::{CreateOrder, list_orders, order_counts};
+use crate::api::paging::MAX_WINDOW;
 use crate::app::use_user;
 use crate::components::badges::{OrderStatusBadge, ProgressBar};
 use crate::components::form_feedback::{FormError, action_error, reset_on_success};
@@ -64,7 +65,7 @@ pub fn OrdersPage() -> impl IntoView {
             {move || orders.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(page) if page.items.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
-                Ok(OrderPage { items: list, more }) => view! {
+                Ok(OrderPage { items: list, more }) => { let full = list.len() >= MAX_WINDOW; view! {
                     <table class="orders-table">
                         <thead>
                             <tr>
@@ -97,12 +98,15 @@ pub fn OrdersPage() -> impl IntoView {
                         </tbody>
                     </table>
                     <div class="list-foot">
-                        {more.then(|| view! {
+                        {(more && !full).then(|| view! {
                             <button type="button" class="button" on:click=load_more>"Load more"</button>
+                        })}
+                        {(more && full).then(|| view! {
+                            <p class="muted">"Showing the newest 10,000 orders: narrow them by status or search."</p>
                         })}
                         {(!more).then(|| view! { <p class="muted">"That's every order."</p> })}
                     </div>
-                }.into_any(),
+                }.into_any() }
             })}
         </Transition>
     }
