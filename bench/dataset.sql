@@ -86,4 +86,4 @@ join lateral (select id from users where factory_id = o.factory_id order by emai
 cross join generate_series(1, 2) as m;
 
 commit;
-analyze;
+vacuum analyze;

@@ -1,7 +1,8 @@
 -- The orders list pages newest first by key (created_at, number), per role:
 -- each visibility predicate has an index that yields its rows in list order.
-create index orders_buyer_recent on orders (buyer_id, created_at desc, number desc);
-create index orders_factory_recent on orders (factory_id, created_at desc, number desc);
+-- (status included: the counts per status read only the index)
+create index orders_buyer_recent on orders (buyer_id, created_at desc, number desc) include (status);
+create index orders_factory_recent on orders (factory_id, created_at desc, number desc) include (status);
 create index orders_recent on orders (created_at desc, number desc);
 drop index orders_buyer_id;
 drop index orders_factory_id;

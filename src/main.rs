@@ -108,6 +108,13 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot listen on {addr}: {e} (set LEPTOS_SITE_ADDR to another address)")
     })?;
+    // A page streams out in several writes: without TCP_NODELAY, Nagle's
+    // algorithm holds the last one until the client's delayed ACK, 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+    });
     tracing::info!("Threadline is listening on http://{addr}");
     let served = axum::serve(
         listener,

@@ -126,9 +126,19 @@ mod list {
                 user: user.clone(),
                 status,
                 pattern: search.map(|s| format!("%{}%", escape_like(s))),
+                // only the conditions in use, so that the plan fits them
                 clause: format!(
-                    "{visible} and ($3::text is null or o.status = $3) \
-                     and ($4::text is null or (o.product || ' PO-' || o.number::text) ilike $4)"
+                    "{visible}{}{}",
+                    if status.is_some() {
+                        " and o.status = $3"
+                    } else {
+                        ""
+                    },
+                    if search.is_some() {
+                        " and (o.product || ' PO-' || o.number::text) ilike $4"
+                    } else {
+                        ""
+                    }
                 ),
             })
         }

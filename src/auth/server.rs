@@ -341,7 +341,19 @@ pub async fn user_from_headers(
     }
 }
 
+/// The user a page request was resolved to by `resolve_session` when it
+/// arrived: the server functions that run while that page renders use it
+/// rather than each asking the database again (server functions called over
+/// HTTP are resolved on their own).
+fn resolved_user() -> Option<SessionUser> {
+    use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<SessionUser>().cloned())
+}
+
 pub async fn optional_user() -> Result<Option<SessionUser>, AppError> {
+    if let Some(user) = resolved_user() {
+        return Ok(Some(user));
+    }
     let state = AppState::current()?;
     match request_headers() {
         Some(headers) => user_from_headers(&state, &headers).await,
@@ -352,6 +364,9 @@ pub async fn optional_user() -> Result<Option<SessionUser>, AppError> {
 /// For server functions: the app state and the signed-in user, or 401.
 pub async fn require_user() -> Result<(AppState, SessionUser), AppError> {
     let state = AppState::current()?;
+    if let Some(user) = resolved_user() {
+        return Ok((state, user));
+    }
     let headers = request_headers().unwrap_or_default();
     let user = user_from_headers(&state, &headers)
         .await?
