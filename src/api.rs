@@ -39,6 +39,29 @@ pub(crate) mod scope {
     }
 
     /// A query whose first three parameters are the user, for `ORDER_VISIBLE`.
+    /// Rows about one order, scoped to the user: `$1`…`$3` as `scoped`
+    /// binds them, `$4` the order.
+    pub struct AboutOrder {
+        pub user: SessionUser,
+        pub order_id: uuid::Uuid,
+    }
+
+    impl crate::api::paging::Binds for AboutOrder {
+        fn bind<'q, O>(
+            &self,
+            query: QueryAs<'q, Postgres, O, PgArguments>,
+        ) -> QueryAs<'q, Postgres, O, PgArguments>
+        where
+            O: for<'r> FromRow<'r, PgRow>,
+        {
+            query
+                .bind(self.user.id)
+                .bind(self.user.role.as_str())
+                .bind(self.user.factory_id)
+                .bind(self.order_id)
+        }
+    }
+
     pub fn scoped<'q, O>(sql: &'q str, user: &SessionUser) -> QueryAs<'q, Postgres, O, PgArguments>
     where
         O: for<'r> FromRow<'r, PgRow>,

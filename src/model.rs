@@ -296,6 +296,16 @@ pub struct Message {
     pub created_at: OffsetDateTime,
 }
 
+impl OrderUpdate {
+    /// Where the update sits in the newest-first feed.
+    pub fn key(&self) -> Key<Uuid> {
+        Key {
+            micros: unix_micros(self.created_at),
+            tie: self.id,
+        }
+    }
+}
+
 impl Message {
     /// Where the message sits in the newest-first folders.
     pub fn key(&self) -> MessageKey {

@@ -447,3 +447,90 @@ async fn conversations_group_by_person_and_order_with_unread_counts(pool: PgPool
     let theirs: Page<Message> = serde_json::from_value(reply.body).expect("messages");
     assert!(theirs.items.is_empty());
 }
+
+#[sqlx::test]
+async fn an_orders_updates_feed_and_thread_page_back_to_the_first_entry(pool: PgPool) {
+    use threadline::api::messages::OrderMessages;
+    use threadline::api::orders::ListOrderUpdates;
+    use threadline::model::{Message, OrderUpdate, Page};
+    let app = TestApp::new(pool.clone()).await;
+    let order = app.order_id("Merino crewneck sweater").await;
+    sqlx::query(
+        "insert into order_updates (order_id, author_id, text, created_at)
+         select $1, (select id from users where email = $2), 'Note ' || i,
+                now() - interval '1 hour' + (i / 3) * interval '1 second'
+         from generate_series(1, 130) as i",
+    )
+    .bind(order)
+    .bind(FACTORY)
+    .execute(&pool)
+    .await
+    .expect("updates");
+    sqlx::query(
+        "insert into messages (sender_id, recipient_id, order_id, body)
+         select (select id from users where email = $2), (select id from users where email = $3), $1, 'Thread ' || i
+         from generate_series(1, 75) as i",
+    )
+    .bind(order)
+    .bind(FACTORY)
+    .bind(BUYER)
+    .execute(&pool)
+    .await
+    .expect("messages");
+
+    let call = |through: Option<&OrderUpdate>, more| ListOrderUpdates {
+        order_id: order,
+        through: through.map(|u| u.key().to_string()),
+        more,
+    };
+    let mut feed: Page<OrderUpdate> =
+        serde_json::from_value(app.call(Some(BUYER), &call(None, false)).await.body).expect("feed");
+    assert_eq!(feed.items.len(), PAGE_SIZE);
+    while feed.more {
+        feed = serde_json::from_value(
+            app.call(Some(BUYER), &call(feed.items.last(), true))
+                .await
+                .body,
+        )
+        .expect("feed");
+    }
+    let (updates,): (i64,) =
+        sqlx::query_as("select count(*) from order_updates where order_id = $1")
+            .bind(order)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(feed.items.len() as i64, updates);
+    let ids: HashSet<Uuid> = feed.items.iter().map(|u| u.id).collect();
+    assert_eq!(ids.len(), feed.items.len());
+
+    let call = |through: Option<&Message>, more| OrderMessages {
+        order_id: order,
+        through: through.map(|m| m.key().to_string()),
+        more,
+    };
+    let mut thread: Page<Message> =
+        serde_json::from_value(app.call(Some(BUYER), &call(None, false)).await.body)
+            .expect("thread");
+    while thread.more {
+        thread = serde_json::from_value(
+            app.call(Some(BUYER), &call(thread.items.last(), true))
+                .await
+                .body,
+        )
+        .expect("thread");
+    }
+    assert!(
+        thread
+            .items
+            .iter()
+            .filter(|m| m.body.starts_with("Thread "))
+            .count()
+            == 75
+    );
+    // another buyer sees neither
+    let reply = app
+        .call(Some("buyer2@sleek.test"), &call(None, false))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}

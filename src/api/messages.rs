@@ -133,19 +133,25 @@ impl crate::api::paging::Binds for Between {
 }
 
 /// The messages about one order that the user sent or received (admins: all).
-#[server]
-pub async fn order_messages(order_id: Uuid) -> Result<Vec<Message>, AppError> {
+#[server(endpoint = "order_messages")]
+pub async fn order_messages(
+    order_id: Uuid,
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<Page<Message>, AppError> {
+    use crate::api::paging::{self, List};
     let (state, user) = crate::auth::server::require_user().await?;
     crate::api::scope::ensure_order_visible(&state.pool, &user, order_id).await?;
-    Ok(sqlx::query_as(&format!(
-        "{MESSAGE_SELECT} where m.order_id = $2 and ($3 = 'admin' or m.sender_id = $1 or m.recipient_id = $1) \
-         order by m.created_at, m.id"
-    ))
-    .bind(user.id)
-    .bind(order_id)
-    .bind(user.role.as_str())
-    .fetch_all(&state.pool)
-    .await?)
+    let through = paging::parse_through::<Uuid>(through.as_deref())?;
+    let list = List {
+        select: MESSAGE_SELECT,
+        clause: "m.order_id = $4 and ($2 = 'admin' or m.sender_id = $1 or m.recipient_id = $1)",
+        params: 4,
+        binds: &crate::api::scope::AboutOrder { user, order_id },
+        at: "m.created_at",
+        tie: "m.id",
+    };
+    paging::window(&state.pool, &list, through, more).await
 }
 
 #[server]

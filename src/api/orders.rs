@@ -6,7 +6,7 @@ use crate::api::paging;
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::model::Order;
-use crate::model::{Factory, OrderDetail, OrderPage, OrderStatus, OrderUpdate, StatusCount};
+use crate::model::{Factory, OrderDetail, OrderPage, OrderStatus, OrderUpdate, Page, StatusCount};
 
 #[cfg(feature = "ssr")]
 mod queries {
@@ -434,21 +434,26 @@ pub async fn set_stage_progress(
     Ok(())
 }
 
-#[server]
-pub async fn list_order_updates(order_id: Uuid) -> Result<Vec<OrderUpdate>, AppError> {
-    use crate::api::scope::{ORDER_VISIBLE, scoped};
+#[server(endpoint = "list_order_updates")]
+pub async fn list_order_updates(
+    order_id: Uuid,
+    #[server(default)] through: Option<String>,
+    #[server(default)] more: bool,
+) -> Result<Page<OrderUpdate>, AppError> {
+    use crate::api::paging::List;
     let (state, user) = crate::auth::server::require_user().await?;
     visible_order(&state.pool, &user, order_id).await?;
-    Ok(scoped(
-        &format!(
-            "{} where u.order_id = $4 and {ORDER_VISIBLE} order by u.created_at desc, u.id",
-            queries::UPDATE_SELECT
-        ),
-        &user,
-    )
-    .bind(order_id)
-    .fetch_all(&state.pool)
-    .await?)
+    let through = paging::parse_through::<Uuid>(through.as_deref())?;
+    let clause = format!("u.order_id = $4 and {}", crate::api::scope::ORDER_VISIBLE);
+    let list = List {
+        select: queries::UPDATE_SELECT,
+        clause: &clause,
+        params: 4,
+        binds: &crate::api::scope::AboutOrder { user, order_id },
+        at: "u.created_at",
+        tie: "u.id",
+    };
+    paging::window(&state.pool, &list, through, more).await
 }
 
 /// Factory staff and admins post to an order's production feed.

@@ -9,7 +9,8 @@ use crate::api::orders::{list_order_updates, post_order_update};
 use crate::app::use_user;
 use crate::components::form_feedback::FormError;
 use crate::components::optimistic::Optimistic;
-use crate::model::{Order, OrderStatus, Role, Stage, format_timestamp};
+use crate::components::paging::use_paged;
+use crate::model::{Order, OrderStatus, OrderUpdate, Page, Role, Stage, format_timestamp};
 use crate::realtime::Table;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -28,12 +29,18 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
             .filter(format!("order_id=eq.{order_id}")),
         move |event| posts.confirm_from(event),
     );
-    let updates = Resource::new(
+    let list = use_paged(
+        || (),
         move || live.version.get(),
-        move |_| list_order_updates(order_id),
+        move |(), through, more| list_order_updates(order_id, through, more),
+        |u: &OrderUpdate| u.key().to_string(),
     );
-    posts.settle_from(updates, |list| {
-        list.iter().filter_map(|u| u.client_mutation_id).collect()
+    let updates = list.page;
+    posts.settle_from(updates, |page| {
+        page.items
+            .iter()
+            .filter_map(|u| u.client_mutation_id)
+            .collect()
     });
     let role = user.role;
     let can_post = Memo::new(move |_| {
@@ -93,10 +100,10 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                     let author = author.clone();
                     match result {
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                        Ok(list) => {
-                            let confirmed: Vec<Uuid> = list.iter().filter_map(|u| u.client_mutation_id).collect();
+                        Ok(Page { items, more }) => {
+                            let confirmed: Vec<Uuid> = items.iter().filter_map(|u| u.client_mutation_id).collect();
                             let drafts = posts.unconfirmed(&confirmed);
-                            if list.is_empty() && drafts.is_empty() {
+                            if items.is_empty() && drafts.is_empty() {
                                 return view! { <p class="empty">"No updates yet."</p> }.into_any();
                             }
                             view! {
@@ -111,7 +118,7 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                                             <p>{p.value.text.clone()}</p>
                                         </li>
                                     }).collect_view()}
-                                    {list.into_iter().map(|u| view! {
+                                    {items.into_iter().map(|u| view! {
                                         <li class="feed-item">
                                             <div class="feed-meta">
                                                 <strong>{u.author_name.clone()}</strong>
@@ -122,6 +129,11 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                                         </li>
                                     }).collect_view()}
                                 </ul>
+                                {more.then(|| view! {
+                                    <div class="list-foot">
+                                        <button type="button" class="button" on:click=move |_| list.load_more()>"Load older updates"</button>
+                                    </div>
+                                })}
                             }.into_any()
                         }
                     }

@@ -10,8 +10,9 @@ use crate::api::messages::{list_contacts, order_messages, send_message};
 use crate::app::use_user;
 use crate::components::form_feedback::FormError;
 use crate::components::optimistic::Optimistic;
+use crate::components::paging::use_paged;
 use crate::components::presence::{Typing, TypingNote};
-use crate::model::{Contact, Order, Role, format_timestamp};
+use crate::model::{Contact, Message, Order, Page, Role, format_timestamp};
 use crate::realtime::Table;
 
 /// The two sides of an order: its buyer and the name of its factory.
@@ -44,12 +45,19 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
         Listen::table(Table::Messages).filter(format!("order_id=eq.{order_id}")),
         move |event| sends.confirm_from(event),
     );
-    let messages = Resource::new(
+    // newest first from the server; shown oldest first, older ones on demand
+    let list = use_paged(
+        || (),
         move || live.version.get(),
-        move |_| order_messages(order_id),
+        move |(), through, more| order_messages(order_id, through, more),
+        |m: &Message| m.key().to_string(),
     );
-    sends.settle_from(messages, |list| {
-        list.iter().filter_map(|m| m.client_mutation_id).collect()
+    let messages = list.page;
+    sends.settle_from(messages, |page| {
+        page.items
+            .iter()
+            .filter_map(|m| m.client_mutation_id)
+            .collect()
     });
     let contacts = Resource::new(|| (), |_| list_contacts());
     let form = NodeRef::<leptos::html::Form>::new();
@@ -100,15 +108,20 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                     let my_name = my_name.clone();
                     match result {
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                        Ok(list) => {
-                            let confirmed: Vec<Uuid> = list.iter().filter_map(|m| m.client_mutation_id).collect();
+                        Ok(Page { items, more }) => {
+                            let confirmed: Vec<Uuid> = items.iter().filter_map(|m| m.client_mutation_id).collect();
                             let drafts = sends.unconfirmed(&confirmed);
-                            if list.is_empty() && drafts.is_empty() {
+                            if items.is_empty() && drafts.is_empty() {
                                 return view! { <p class="empty">"No messages about this order yet."</p> }.into_any();
                             }
                             view! {
+                                {more.then(|| view! {
+                                    <div class="list-foot">
+                                        <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
+                                    </div>
+                                })}
                                 <ul class="thread-list">
-                                    {list.into_iter().map(|m| {
+                                    {items.into_iter().rev().map(|m| {
                                         let mine = m.sender_id == me;
                                         view! {
                                             <li class=if mine { "bubble mine" } else { "bubble" } data-message-id=m.id.to_string()>
