@@ -192,7 +192,9 @@ impl Machine {
         let Some(channel) = self.channels.remove(topic) else {
             return Vec::new();
         };
-        if !channel.joined || !self.is_open() {
+        // a join sent on this socket is left even before its reply: the
+        // server takes frames in order, so the leave undoes it
+        if channel.join_ref.is_none() || !self.is_open() {
             return Vec::new();
         }
         let frame = Frame {
@@ -648,6 +650,22 @@ mod tests {
             .find(|f| f.event == protocol::JOIN)
             .expect("joins again");
         assert_eq!(join.payload["cursor"], "00000000:20/1");
+    }
+
+    #[test]
+    fn a_channel_dropped_before_its_join_reply_is_still_left() {
+        let (mut machine, _) = live(None);
+        let (topic, effects) = machine.subscribe(&orders(), true);
+        assert!(sent(&effects).iter().any(|f| f.event == protocol::JOIN));
+        // the page moved on before the server answered
+        let leave = sent(&machine.unsubscribe(&topic));
+        assert_eq!(leave.len(), 1);
+        assert_eq!(leave[0].event, protocol::LEAVE);
+        assert_eq!(leave[0].topic, topic);
+        // a channel that never got to join (the socket is down) sends nothing
+        machine.closed(5.0, true, 0.5);
+        let (down, _) = machine.subscribe(&orders(), true);
+        assert!(machine.unsubscribe(&down).is_empty());
     }
 
     #[test]
