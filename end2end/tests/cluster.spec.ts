@@ -37,7 +37,10 @@ test('when its app server is killed, the page resumes on another through the bal
     sql(`insert into order_updates (order_id, author_id, text)
          values ('${id}', (select id from users where email = 'factory@sleek.test'), 'After the move')`);
     await expect(buyer.locator('.feed-item').filter({ hasText: 'After the move' })).toHaveCount(1);
-    expect(unexpectedErrors(buyer)).toEqual([]);
+    // a request in flight to the killed server (or sent on nginx's kept-alive
+    // connection to it) fails at the balancer with 502; nothing else may
+    const errors = unexpectedErrors(buyer).filter((e) => !/status of 502 \(Bad Gateway\)/.test(e));
+    expect(errors).toEqual([]);
   } finally {
     await balancer.stop();
     await first.kill();
