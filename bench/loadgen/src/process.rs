@@ -45,6 +45,9 @@ impl Server {
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
             .env("THREADLINE_REALTIME_SLOT", slot)
             .env("THREADLINE_RETENTION_CHANGES", "250000")
+            // the resume scenario keeps 100,000 whole-row updates (old and
+            // new rows): past the default 256 MB budget they would be a reset
+            .env("THREADLINE_RETENTION_MB", "2048")
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
             .env("THREADLINE_METRICS_TOKEN", crate::data::METRICS_TOKEN)
