@@ -11,6 +11,7 @@ use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::paging::MAX_WINDOW;
 use crate::error::AppError;
 use crate::model::Page;
 
@@ -45,6 +46,24 @@ where
     T: Clone + Send + Sync + 'static,
     Q: Clone + PartialEq + Send + Sync + 'static,
 {
+    /// The foot of the list for a window of `len` rows: a button named
+    /// `label` for the next page when there is one, or, once the window is
+    /// as large as a window may be, a note to narrow the list.
+    pub fn foot(&self, len: usize, more: bool, label: &'static str) -> impl IntoView + use<T, Q> {
+        let this = *self;
+        let full = len >= MAX_WINDOW;
+        view! {
+            <div class="list-foot">
+                {(more && !full).then(|| view! {
+                    <button type="button" class="button" on:click=move |_| this.load_more()>{label}</button>
+                })}
+                {(more && full).then(|| view! {
+                    <p class="muted">"Showing the newest 10,000: narrow the list to see older ones."</p>
+                })}
+            </div>
+        }
+    }
+
     /// Loads the page after the window (the window is refetched with it).
     pub fn load_more(&self) {
         let last = self

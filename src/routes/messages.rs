@@ -62,10 +62,11 @@ pub fn MessagesPage() -> impl IntoView {
             "conversations" => view! { <Conversations version=live.version/> }.into_any(),
             "conversation" => {
                 let with = query.read().get("with").and_then(|w| w.parse::<Uuid>().ok());
-                let order = query.read().get("order").and_then(|o| o.parse::<Uuid>().ok());
-                match with {
-                    Some(with) => view! { <ConversationView with order send reads version=live.version/> }.into_any(),
-                    None => view! { <p class="error" role="alert">"This conversation link names no one."</p> }.into_any(),
+                let order = query.read().get("order").map(|o| o.parse::<Uuid>());
+                match (with, order) {
+                    (Some(with), None) => view! { <ConversationView with order=None send reads version=live.version/> }.into_any(),
+                    (Some(with), Some(Ok(order))) => view! { <ConversationView with order=Some(order) send reads version=live.version/> }.into_any(),
+                    _ => view! { <p class="error" role="alert">"This conversation link is not valid: it must name a person (and may name an order) by id."</p> }.into_any(),
                 }
             }
             _ => view! { <FolderList folder=Folder::Inbox send reads version=live.version/> }.into_any(),
@@ -113,16 +114,15 @@ fn FolderList(
                 Ok(page) if page.items.is_empty() => view! {
                     <p class="empty">{if folder == Folder::Inbox { "Your inbox is empty." } else { "You have not sent any messages." }}</p>
                 }.into_any(),
-                Ok(Page { items, more }) => view! {
-                    <ul class="message-list" data-folder=folder.as_str()>
-                        {items.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
-                    </ul>
-                    <div class="list-foot">
-                        {more.then(|| view! {
-                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
-                        })}
-                    </div>
-                }.into_any(),
+                Ok(Page { items, more }) => {
+                    let foot = list.foot(items.len(), more, "Load older messages");
+                    view! {
+                        <ul class="message-list" data-folder=folder.as_str()>
+                            {items.into_iter().map(|m| view! { <MessageRow message=m folder reads refetch=move || messages.refetch()/> }).collect_view()}
+                        </ul>
+                        {foot}
+                    }.into_any()
+                }
             })}
         </Transition>
     }
@@ -142,7 +142,7 @@ fn Conversations(version: ReadSignal<u64>) -> impl IntoView {
             {move || list.page.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(page) if page.items.is_empty() => view! { <p class="empty">"No conversations yet."</p> }.into_any(),
-                Ok(Page { items, more }) => view! {
+                Ok(Page { items, more }) => { let foot = list.foot(items.len(), more, "Load more conversations"); view! {
                     <ul class="conversation-list" aria-label="Conversations">
                         {items.into_iter().map(|c| {
                             let href = match c.order_id {
@@ -167,12 +167,8 @@ fn Conversations(version: ReadSignal<u64>) -> impl IntoView {
                             }
                         }).collect_view()}
                     </ul>
-                    <div class="list-foot">
-                        {more.then(|| view! {
-                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load more conversations"</button>
-                        })}
-                    </div>
-                }.into_any(),
+                    {foot}
+                }.into_any() }
             })}
         </Transition>
     }
@@ -211,11 +207,7 @@ fn ConversationView(
             {move || messages.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(Page { items, more }) => view! {
-                    <div class="list-foot">
-                        {more.then(|| view! {
-                            <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
-                        })}
-                    </div>
+                    {list.foot(items.len(), more, "Load older messages")}
                     <ul class="message-list" data-folder="conversation">
                         {items.into_iter().rev().map(|m| {
                             let folder = if m.recipient_id == me { Folder::Inbox } else { Folder::Sent };

@@ -6,7 +6,6 @@ use leptos_router::hooks::use_query_map;
 use threadline_realtime::client::{Listen, use_realtime};
 
 use crate::api::orders::{CreateOrder, list_orders, order_counts};
-use crate::api::paging::MAX_WINDOW;
 use crate::app::use_user;
 use crate::components::badges::{OrderStatusBadge, ProgressBar};
 use crate::components::form_feedback::{FormError, action_error, reset_on_success};
@@ -32,18 +31,17 @@ pub fn OrdersPage() -> impl IntoView {
             .wrapping_add(orders_live.version.get())
             .wrapping_add(stages_live.version.get())
     };
-    let list = use_paged(
+    let paged = use_paged(
         move || (status(), search()),
         live,
         |(status, search), through, more| list_orders(status, search, through, more),
         |o: &Order| o.key().to_string(),
     );
-    let orders = list.page;
+    let orders = paged.page;
     let counts = Resource::new(
         move || (search(), live()),
         |(search, _)| order_counts(search),
     );
-    let load_more = move |_| list.load_more();
     let is_buyer = user.role == Role::Buyer;
 
     view! {
@@ -65,7 +63,7 @@ pub fn OrdersPage() -> impl IntoView {
             {move || orders.get().map(|result| match result {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(page) if page.items.is_empty() => view! { <p class="empty">"No orders match."</p> }.into_any(),
-                Ok(OrderPage { items: list, more }) => { let full = list.len() >= MAX_WINDOW; view! {
+                Ok(OrderPage { items: list, more }) => { let foot = paged.foot(list.len(), more, "Load more"); view! {
                     <table class="orders-table">
                         <thead>
                             <tr>
@@ -97,15 +95,8 @@ pub fn OrdersPage() -> impl IntoView {
                             }}).collect_view()}
                         </tbody>
                     </table>
-                    <div class="list-foot">
-                        {(more && !full).then(|| view! {
-                            <button type="button" class="button" on:click=load_more>"Load more"</button>
-                        })}
-                        {(more && full).then(|| view! {
-                            <p class="muted">"Showing the newest 10,000 orders: narrow them by status or search."</p>
-                        })}
-                        {(!more).then(|| view! { <p class="muted">"That's every order."</p> })}
-                    </div>
+                    {foot}
+                    {(!more).then(|| view! { <p class="muted">"That's every order."</p> })}
                 }.into_any() }
             })}
         </Transition>

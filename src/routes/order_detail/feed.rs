@@ -101,6 +101,7 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                     match result {
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                         Ok(Page { items, more }) => {
+                            let len = items.len();
                             let confirmed: Vec<Uuid> = items.iter().filter_map(|u| u.client_mutation_id).collect();
                             let drafts = posts.unconfirmed(&confirmed);
                             if items.is_empty() && drafts.is_empty() {
@@ -129,11 +130,7 @@ pub(super) fn UpdatesFeed(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                                         </li>
                                     }).collect_view()}
                                 </ul>
-                                {more.then(|| view! {
-                                    <div class="list-foot">
-                                        <button type="button" class="button" on:click=move |_| list.load_more()>"Load older updates"</button>
-                                    </div>
-                                })}
+                                {list.foot(len, more, "Load older updates")}
                             }.into_any()
                         }
                     }

@@ -109,17 +109,14 @@ pub(super) fn OrderThread(order_id: Uuid, order: Memo<Option<Order>>) -> impl In
                     match result {
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                         Ok(Page { items, more }) => {
+                            let len = items.len();
                             let confirmed: Vec<Uuid> = items.iter().filter_map(|m| m.client_mutation_id).collect();
                             let drafts = sends.unconfirmed(&confirmed);
                             if items.is_empty() && drafts.is_empty() {
                                 return view! { <p class="empty">"No messages about this order yet."</p> }.into_any();
                             }
                             view! {
-                                {more.then(|| view! {
-                                    <div class="list-foot">
-                                        <button type="button" class="button" on:click=move |_| list.load_more()>"Load older messages"</button>
-                                    </div>
-                                })}
+                                {list.foot(len, more, "Load older messages")}
                                 <ul class="thread-list">
                                     {items.into_iter().rev().map(|m| {
                                         let mine = m.sender_id == me;
