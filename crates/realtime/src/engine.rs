@@ -97,7 +97,7 @@ impl Realtime {
         // slot, so the log is rebuilt and every client resumes exactly
         let start = slot::prepare(&pool, &slot).await?;
         hub.saw_wal_end(wal_now);
-        hub.deliver_broadcasts_after(wal_now);
+        hub.started_at(wal_now);
         hub.start_at(ChangeCursor::before(start.from));
         if start.lost {
             metrics.error(ErrorKind::SlotLost);
@@ -164,7 +164,7 @@ impl Realtime {
             metrics.clone(),
         );
         hub.saw_wal_end(wal_now);
-        hub.deliver_broadcasts_after(wal_now);
+        hub.started_at(wal_now);
         Ok(Arc::new(Realtime {
             hub: Arc::new(hub),
             catalog: Arc::new(catalog),
@@ -206,10 +206,12 @@ impl Realtime {
         }
     }
 
-    /// The newest change this server knows of: a page rendered now resumes
-    /// from it, so nothing committed between rendering and subscribing is lost.
+    /// Where a page rendered now resumes, so nothing committed between
+    /// rendering and subscribing is lost: the newest change this server knows
+    /// of, and never before what was committed when it started (a restarted
+    /// server may still be replaying that into its log).
     pub fn head(&self) -> ChangeCursor {
-        self.hub.head()
+        self.hub.live_head()
     }
 
     /// The polling fallback: for each channel, the changes after its cursor

@@ -238,6 +238,11 @@ struct HubState {
     /// Broadcasts at or before this are old (sent before this server
     /// started, or replayed after a reconnect): not delivered again.
     broadcasts_after: ChangeCursor,
+    /// Everything at or before this was committed before this server
+    /// started: the database's rows already hold it. Streaming may still
+    /// be replaying it into the log (a restart rebuilds the log), but it is
+    /// history, never news to someone who joins now.
+    started: ChangeCursor,
 }
 
 pub struct Hub {
@@ -282,6 +287,7 @@ impl Hub {
                 next_id: 1,
                 rooms: Rooms::default(),
                 broadcasts_after: ChangeCursor::START,
+                started: ChangeCursor::START,
             }),
             caps,
             metrics,
@@ -294,12 +300,15 @@ impl Hub {
         self.node
     }
 
-    /// Broadcasts at or before this WAL position were sent before this
-    /// server started: they are not delivered.
-    pub fn deliver_broadcasts_after(&self, lsn: u64) {
+    /// This server started with the database's WAL at `lsn`: what was
+    /// committed by then is history. Its broadcasts are not delivered, and
+    /// a page rendered or a channel joined without a cursor starts after it,
+    /// however far the rebuild of the log has come.
+    pub fn started_at(&self, lsn: u64) {
         let mut state = self.lock();
-        let floor = ChangeCursor::new(lsn, u32::MAX).in_stream(self.stream);
-        state.broadcasts_after = state.broadcasts_after.max(floor);
+        let started = ChangeCursor::end_of(lsn).in_stream(self.stream);
+        state.broadcasts_after = state.broadcasts_after.max(started);
+        state.started = state.started.max(started);
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -332,8 +341,17 @@ impl Hub {
         cursor.stream != self.stream || cursor.lsn > self.wal_end.load(Ordering::Relaxed)
     }
 
+    /// The newest change in the log.
     pub fn head(&self) -> ChangeCursor {
         self.lock().log.head()
+    }
+
+    /// Where someone starting now starts: after the log's head and after
+    /// everything committed before this server started. A page rendered
+    /// now resumes from here; rights looked up now are as of here.
+    pub fn live_head(&self) -> ChangeCursor {
+        let state = self.lock();
+        state.log.head().max(state.started)
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -787,7 +805,8 @@ impl Hub {
         }
         let (floor, head) = (state.log.floor(), state.log.head());
         let (reset, catching_up, position) = match request.resume_after {
-            None => (false, false, head),
+            // from now on: not what a restarted server is still replaying
+            None => (false, false, head.max(state.started)),
             Some(cursor) if cursor < floor || self.is_foreign(cursor) => (true, false, head),
             // Ahead of the log (it may still be replaying after a restart):
             // live, skipping what the client already has.
@@ -1555,6 +1574,38 @@ mod tests {
             cursors(&mut rx),
             vec![ChangeCursor::new(0x200, 0), ChangeCursor::new(0x300, 0)]
         );
+    }
+
+    #[test]
+    fn a_restarted_server_replaying_its_log_sends_history_to_no_one_who_joins_now() {
+        let hub = hub(100);
+        // started with the WAL at 0x500; the log is rebuilt from 0x100
+        hub.started_at(0x500);
+        assert_eq!(hub.live_head(), ChangeCursor::end_of(0x500));
+        let (fresh, mut fresh_rx) = connection(&hub, 1, 16, Viewer::person(BUYER));
+        let Ok(joined) = hub.subscribe(request(&fresh, "", None), |_| vec![]) else {
+            panic!("subscribe failed")
+        };
+        assert_eq!(joined.position, ChangeCursor::end_of(0x500));
+        // a page rendered before the restart resumes from its cursor
+        let (resumed, mut resumed_rx) = connection(&hub, 2, 16, Viewer::person(BUYER));
+        let resume = Some(ChangeCursor::new(0x200, 0));
+        assert!(
+            hub.subscribe(request(&resumed, "", resume), |_| vec![])
+                .is_ok()
+        );
+        hub.publish(vec![insert(0x200, 0, BUYER, 1), insert(0x300, 0, BUYER, 1)]);
+        hub.publish(vec![insert(0x500, 0, BUYER, 1), insert(0x600, 0, BUYER, 1)]);
+        assert_eq!(cursors(&mut fresh_rx), vec![ChangeCursor::new(0x600, 0)]);
+        assert_eq!(
+            cursors(&mut resumed_rx),
+            vec![
+                ChangeCursor::new(0x300, 0),
+                ChangeCursor::new(0x500, 0),
+                ChangeCursor::new(0x600, 0)
+            ]
+        );
+        assert_eq!(hub.live_head(), ChangeCursor::new(0x600, 0));
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl Session {
                 match token.map(str::trim).filter(|t| !t.is_empty()) {
                     Some(token) => Next::Resolve(Box::new(TokenLookup {
                         token: token.to_string(),
-                        as_of: self.parts.hub.head(),
+                        as_of: self.parts.hub.live_head(),
                         waiting: Waiting::Refresh(frame),
                     })),
                     None => {
@@ -336,7 +336,7 @@ impl Session {
         match payload.access_token.as_deref().map(str::trim) {
             Some(token) if !token.is_empty() => Next::Resolve(Box::new(TokenLookup {
                 token: token.to_string(),
-                as_of: self.parts.hub.head(),
+                as_of: self.parts.hub.live_head(),
                 waiting: Waiting::Join(frame, payload),
             })),
             _ if self.signed_in => self.subscribe(frame, payload, Speaker::Cookie),
@@ -433,7 +433,7 @@ impl Session {
                 RoomAccess::Row { table, key } => Next::LookUp(Box::new(RowLookup {
                     table: table.clone(),
                     key: key.clone(),
-                    as_of: self.parts.hub.head(),
+                    as_of: self.parts.hub.live_head(),
                     join: Join {
                         frame,
                         payload,

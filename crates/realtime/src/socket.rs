@@ -59,7 +59,7 @@ pub async fn websocket(
     // send Origin on WebSockets); other clients send an access token. The
     // hub's head before the lookup lets it correct what the lookup saw.
     let (cookie, cookie_headers) = if same_origin(&headers) {
-        let as_of = realtime.hub.head();
+        let as_of = realtime.hub.live_head();
         let principal = realtime.identity.session(&headers).await.ok().flatten();
         let mut cookie_headers = HeaderMap::new();
         for value in headers.get_all(COOKIE) {
