@@ -1,7 +1,7 @@
 use crate::realtime::Table;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::{A, Form};
+use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 use threadline_realtime::client::{Listen, use_realtime};
 
@@ -10,7 +10,6 @@ use crate::app::use_user;
 use crate::components::badges::{OrderStatusBadge, ProgressBar};
 use crate::components::form_feedback::{FormError, action_error, reset_on_success};
 use crate::components::paging::use_paged;
-use crate::error::AppError;
 use crate::model::{Order, OrderPage, OrderStatus, Role, StatusCount, format_date};
 
 #[component]
@@ -43,6 +42,25 @@ pub fn OrdersPage() -> impl IntoView {
         |(search, _)| order_counts(search),
     );
     let is_buyer = user.role == Role::Buyer;
+    let chips = move |counts: Option<Vec<StatusCount>>| {
+        let count = move |value: Option<OrderStatus>| {
+            counts.as_ref().map(|counts| {
+                counts
+                    .iter()
+                    .filter(|c| value.is_none_or(|v| c.status == v))
+                    .map(|c| c.count)
+                    .sum::<i64>()
+            })
+        };
+        view! {
+            <nav class="filters" aria-label="Filter by status">
+                <StatusFilter value=None current=Signal::derive(status) search=Signal::derive(search) count=count(None)/>
+                {OrderStatus::ALL.iter().map(|s| view! {
+                    <StatusFilter value=Some(*s) current=Signal::derive(status) search=Signal::derive(search) count=count(Some(*s))/>
+                }).collect_view()}
+            </nav>
+        }
+    };
 
     view! {
         <Title text="Orders · Threadline"/>
@@ -54,10 +72,10 @@ pub fn OrdersPage() -> impl IntoView {
                     aria-label="Search orders" prop:value=move || search().unwrap_or_default()/>
             </Form>
         </div>
-        <nav class="filters" aria-label="Filter by status">
-            <StatusFilter value=None current=Signal::derive(status) search=Signal::derive(search) counts/>
-            {OrderStatus::ALL.iter().map(|s| view! { <StatusFilter value=Some(*s) current=Signal::derive(status) search=Signal::derive(search) counts/> }).collect_view()}
-        </nav>
+        // one boundary for the counts of every chip
+        <Transition fallback=move || chips(None)>
+            {move || chips(counts.get().and_then(Result::ok))}
+        </Transition>
         {is_buyer.then(|| view! { <NewOrderForm create/> })}
         <Transition fallback=|| view! { <p class="muted">"Loading orders…"</p> }>
             {move || orders.get().map(|result| match result {
@@ -83,7 +101,7 @@ pub fn OrdersPage() -> impl IntoView {
                                 let progress_label = format!("{label} production");
                                 view! {
                                 <tr data-order-id=o.id.to_string()>
-                                    <td><A href=format!("/orders/{}", o.id)>{label}</A></td>
+                                    <td><a href=format!("/orders/{}", o.id)>{label}</a></td>
                                     <td class="product">{o.product.clone()}</td>
                                     <td class="num">{o.quantity}</td>
                                     <td>{o.buyer_name.clone()}</td>
@@ -108,7 +126,8 @@ fn StatusFilter(
     value: Option<OrderStatus>,
     current: Signal<Option<String>>,
     search: Signal<Option<String>>,
-    counts: Resource<Result<Vec<StatusCount>, AppError>>,
+    /// How many orders it shows (once counted).
+    count: Option<i64>,
 ) -> impl IntoView {
     // a chip keeps the search: the filters live in the URL
     let href = move || {
@@ -127,19 +146,11 @@ fn StatusFilter(
     };
     let selected = move || current.get().as_deref() == value.map(OrderStatus::as_str);
     view! {
-        <A href=href attr:class=move || if selected() { "chip selected" } else { "chip" }
-            attr:aria-current=move || selected().then_some("page")>
+        <a href=href class=move || if selected() { "chip selected" } else { "chip" }
+            aria-current=move || selected().then_some("page")>
             {value.map(OrderStatus::label).unwrap_or("All")}
-            <Transition fallback=|| ()>
-                {move || counts.get().and_then(Result::ok).map(|counts| {
-                    let n: i64 = counts.iter()
-                        .filter(|c| value.is_none_or(|v| c.status == v))
-                        .map(|c| c.count)
-                        .sum();
-                    view! { " " <span class="count">{n}</span> }
-                })}
-            </Transition>
-        </A>
+            {count.map(|n| view! { " " <span class="count">{n}</span> })}
+        </a>
     }
 }
 
