@@ -21,6 +21,12 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         .connect(&args.database_url)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.database_url))?;
+    // A scenario's server starts on a fresh slot: one left by the last
+    // scenario would make it rebuild its retention log from that
+    // scenario's WAL first (as a restarted server does), and measure that.
+    if args.url.is_none() {
+        drop_generator_slots(&pool).await;
+    }
     let server = Server::start(args).await?;
     let result = match args.scenario {
         Scenario::Latency => latency(args, &server, &pool).await,
@@ -32,7 +38,20 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         Scenario::Servers => servers(args, &server, &pool).await,
     };
     server.stop().await;
+    if args.url.is_none() {
+        drop_generator_slots(&pool).await;
+    }
     result
+}
+
+/// Drops the replication slots of the generator's servers (none is running).
+async fn drop_generator_slots(pool: &PgPool) {
+    let _ = sqlx::query(
+        "select pg_drop_replication_slot(slot_name) from pg_replication_slots \
+         where slot_name like 'threadline\\_loadgen%' and not active",
+    )
+    .execute(pool)
+    .await;
 }
 
 fn orders_binding(order: Uuid) -> serde_json::Value {
@@ -596,12 +615,7 @@ async fn servers(args: &Args, first: &Server, pool: &PgPool) -> Result<Report, S
     for server in extra {
         server.stop().await;
     }
-    let _ = sqlx::query(
-        "select pg_drop_replication_slot(slot_name) from pg_replication_slots \
-         where slot_name like 'threadline\\_loadgen\\_%' and not active",
-    )
-    .execute(pool)
-    .await;
+    drop_generator_slots(pool).await;
     let per_server = match (costs.first(), costs.last()) {
         (Some(one), Some(four)) if four.servers > one.servers => {
             (four.postgres_cpu_percent - one.postgres_cpu_percent)

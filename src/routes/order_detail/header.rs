@@ -53,7 +53,7 @@ pub(super) fn OrderHeader(order: Order, assign: ServerAction<AssignFactory>) -> 
                         let label = match to {
                             OrderStatus::Cancelled => "Cancel order".to_string(),
                             OrderStatus::Delivered => "Confirm delivery".to_string(),
-                            other => format!("Mark {}", other.label().to_lowercase()),
+                            other => format!("Mark {}", other.label().to_ascii_lowercase()),
                         };
                         view! {
                             <button type="button"

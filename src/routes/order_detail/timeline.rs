@@ -19,12 +19,12 @@ fn next_move(stages: &[ProductionStage]) -> Option<(Uuid, StageStatus, String)> 
         StageStatus::Pending => (
             stage.id,
             StageStatus::InProgress,
-            format!("Start {}", stage.stage.label().to_lowercase()),
+            format!("Start {}", stage.stage.label().to_ascii_lowercase()),
         ),
         _ => (
             stage.id,
             StageStatus::Done,
-            format!("Complete {}", stage.stage.label().to_lowercase()),
+            format!("Complete {}", stage.stage.label().to_ascii_lowercase()),
         ),
     })
 }
