@@ -212,3 +212,24 @@ test('broadcasts and presence updates are rate limited per connection, with a re
   assert.ok(tracks.includes('ok') && tracks.includes('error'));
   buyer.disconnect();
 });
+
+test('HTTP broadcasts are rate limited per person, with a 429 and a reason', async () => {
+  const order = ORDER();
+  const tokens = { buyer: await token('buyer@sleek.test'), factory: await token('factory@sleek.test') };
+  const send = (who) => fetch(`${base}/realtime/v1/api/broadcast/order:${order}/events/burst`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${tokens[who]}` },
+    body: JSON.stringify({ n: 1 }),
+  });
+  const responses = await Promise.all(Array.from({ length: 60 }, () => send('buyer')));
+  const statuses = responses.map((r) => r.status);
+  assert.ok(statuses.filter((s) => s === 202).length >= 20, 'a burst at the rate goes through');
+  const limited = responses.find((r) => r.status === 429);
+  assert.ok(limited, 'the rest is refused');
+  assert.equal(limited.headers.get('retry-after'), '1');
+  const body = await limited.json();
+  assert.equal(body.error, 'rate_limited');
+  assert.match(body.message, /broadcasts per second per person/);
+  // someone else who may send there is not held back by it
+  assert.equal((await send('factory')).status, 202);
+});

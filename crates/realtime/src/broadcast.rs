@@ -347,6 +347,28 @@ impl Realtime {
                 &format!("send 1 to {MAX_HTTP_MESSAGES} messages"),
             );
         }
+        // each message counts, as on a socket
+        let count = u32::try_from(messages.len())
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        if !matches!(
+            self.http_broadcasts.check_key_n(&viewer.user_id, count),
+            Ok(Ok(()))
+        ) {
+            let mut response = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                &format!(
+                    "at most {} broadcasts per second per person; try again shortly",
+                    self.settings.broadcasts_per_second
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
         let mut contents = Vec::with_capacity(messages.len());
         for message in messages {
             let room = match self.room_access(&viewer, &message.topic).await {

@@ -40,6 +40,8 @@ pub struct Realtime {
     pub pool: PgPool,
     capture: Option<Running>,
     next_id: AtomicU64,
+    /// HTTP broadcasts per person (a socket's are limited per connection).
+    pub(crate) http_broadcasts: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
 }
 
 /// The capture and its upkeep, while they run.
@@ -131,6 +133,9 @@ impl Realtime {
             hub,
             catalog,
             metrics,
+            http_broadcasts: governor::RateLimiter::keyed(crate::session::quota(
+                settings.broadcasts_per_second,
+            )),
             settings,
             identity: ports.identity,
             rules: ports.rules,
@@ -169,6 +174,9 @@ impl Realtime {
             hub: Arc::new(hub),
             catalog: Arc::new(catalog),
             metrics,
+            http_broadcasts: governor::RateLimiter::keyed(crate::session::quota(
+                settings.broadcasts_per_second,
+            )),
             settings,
             identity: ports.identity,
             rules: ports.rules,

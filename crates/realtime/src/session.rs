@@ -142,7 +142,8 @@ pub struct Session {
     refusals_in_a_row: u32,
 }
 
-fn quota(per_second: u32) -> Quota {
+/// `per_second`, with bursts of twice that.
+pub(crate) fn quota(per_second: u32) -> Quota {
     let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(rate);
     Quota::per_second(rate).allow_burst(burst)
