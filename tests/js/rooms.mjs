@@ -232,4 +232,12 @@ test('HTTP broadcasts are rate limited per person, with a 429 and a reason', asy
   assert.match(body.message, /broadcasts per second per person/);
   // someone else who may send there is not held back by it
   assert.equal((await send('factory')).status, 202);
+  // a batch larger than a burst could never pass: a clear refusal, not "try again"
+  const batch = await fetch(`${base}/realtime/v1/api/broadcast`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${tokens.factory}` },
+    body: JSON.stringify({ messages: Array.from({ length: 50 }, (_, n) => ({ topic: `order:${order}`, event: 'burst', payload: { n } })) }),
+  });
+  assert.equal(batch.status, 422);
+  assert.match((await batch.json()).message, /a batch holds at most 40 messages/);
 });

@@ -352,22 +352,33 @@ impl Realtime {
             .ok()
             .and_then(std::num::NonZeroU32::new)
             .unwrap_or(std::num::NonZeroU32::MIN);
-        if !matches!(
-            self.http_broadcasts.check_key_n(&viewer.user_id, count),
-            Ok(Ok(()))
-        ) {
-            let mut response = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                &format!(
-                    "at most {} broadcasts per second per person; try again shortly",
-                    self.settings.broadcasts_per_second
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return response;
+        match self.http_broadcasts.check_key_n(&viewer.user_id, count) {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let mut response = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!(
+                        "at most {} broadcasts per second per person; try again shortly",
+                        self.settings.broadcasts_per_second
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return response;
+            }
+            // more than a burst: waiting would never let it through
+            Err(_) => {
+                return json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    &format!(
+                        "a batch holds at most {} messages here (twice the broadcasts allowed per second)",
+                        self.settings.broadcasts_per_second.max(1).saturating_mul(2)
+                    ),
+                );
+            }
         }
         let mut contents = Vec::with_capacity(messages.len());
         for message in messages {
@@ -398,6 +409,15 @@ struct HttpMessage {
     event: String,
     #[serde(default)]
     payload: Value,
+}
+
+/// HTTP broadcasts allowed per person.
+pub(crate) type HttpLimiter = governor::DefaultKeyedRateLimiter<uuid::Uuid>;
+
+/// `per_second` HTTP broadcasts per person, in bursts of twice that (as on
+/// a socket, where the limit is per connection).
+pub(crate) fn http_limiter(per_second: u32) -> HttpLimiter {
+    governor::RateLimiter::keyed(crate::session::quota(per_second))
 }
 
 fn json_error(status: StatusCode, error: &str, message: &str) -> Response {

@@ -41,7 +41,7 @@ pub struct Realtime {
     capture: Option<Running>,
     next_id: AtomicU64,
     /// HTTP broadcasts per person (a socket's are limited per connection).
-    pub(crate) http_broadcasts: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
+    pub(crate) http_broadcasts: crate::broadcast::HttpLimiter,
 }
 
 /// The capture and its upkeep, while they run.
@@ -133,9 +133,7 @@ impl Realtime {
             hub,
             catalog,
             metrics,
-            http_broadcasts: governor::RateLimiter::keyed(crate::session::quota(
-                settings.broadcasts_per_second,
-            )),
+            http_broadcasts: crate::broadcast::http_limiter(settings.broadcasts_per_second),
             settings,
             identity: ports.identity,
             rules: ports.rules,
@@ -174,9 +172,7 @@ impl Realtime {
             hub: Arc::new(hub),
             catalog: Arc::new(catalog),
             metrics,
-            http_broadcasts: governor::RateLimiter::keyed(crate::session::quota(
-                settings.broadcasts_per_second,
-            )),
+            http_broadcasts: crate::broadcast::http_limiter(settings.broadcasts_per_second),
             settings,
             identity: ports.identity,
             rules: ports.rules,

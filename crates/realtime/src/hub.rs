@@ -245,6 +245,12 @@ struct HubState {
     started: ChangeCursor,
 }
 
+impl HubState {
+    fn live_head(&self) -> ChangeCursor {
+        self.log.head().max(self.started)
+    }
+}
+
 pub struct Hub {
     state: Mutex<HubState>,
     /// The stream this hub's cursors belong to.
@@ -350,8 +356,7 @@ impl Hub {
     /// everything committed before this server started. A page rendered
     /// now resumes from here; rights looked up now are as of here.
     pub fn live_head(&self) -> ChangeCursor {
-        let state = self.lock();
-        state.log.head().max(state.started)
+        self.lock().live_head()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -806,7 +811,7 @@ impl Hub {
         let (floor, head) = (state.log.floor(), state.log.head());
         let (reset, catching_up, position) = match request.resume_after {
             // from now on: not what a restarted server is still replaying
-            None => (false, false, head.max(state.started)),
+            None => (false, false, state.live_head()),
             Some(cursor) if cursor < floor || self.is_foreign(cursor) => (true, false, head),
             // Ahead of the log (it may still be replaying after a restart):
             // live, skipping what the client already has.
