@@ -83,54 +83,64 @@ choose_data_dir() { # choose_data_dir <default-dir> -> sets THREADLINE_DATA_DIR
   fi
 }
 
+# wasm-split cuts the lazy routes' code out of the main Wasm (into chunks
+# fetched when a page first needs them); the version Leptos's macros target.
+WASM_SPLIT_VERSION=0.2.4
+ensure_wasm_split() {
+  if command -v wasm-split-cli >/dev/null \
+     && [ -f "$HOME/.cargo/.crates2.json" ] && grep -q "wasm_split_cli_support $WASM_SPLIT_VERSION" "$HOME/.cargo/.crates2.json"; then
+    return 0
+  fi
+  say "building wasm-split $WASM_SPLIT_VERSION (about 2 minutes, once)"
+  cargo install wasm_split_cli_support --version "=$WASM_SPLIT_VERSION" --features build-binary --locked --quiet
+}
+
 # build_site <debug|release>: the Wasm bundle, CSS and assets under target/site
 build_site() {
-  local mode=$1 profile_dir cargo_profile
+  local mode=$1 profile_dir cargo_profile file
   ensure_wasm_target
   ensure_wasm_bindgen
+  ensure_wasm_split
   if [ "$mode" = release ]; then cargo_profile=(--profile wasm-release); profile_dir=wasm-release
   else cargo_profile=(); profile_dir=debug; fi
   say "building the browser bundle ($mode)"
   cargo build --lib --target wasm32-unknown-unknown --no-default-features --features hydrate "${cargo_profile[@]}"
-  local site="$ROOT/target/site"
-  mkdir -p "$site/pkg"
-  wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" --out-name threadline \
-    "$ROOT/target/wasm32-unknown-unknown/$profile_dir/threadline.wasm"
+  local site="$ROOT/target/site" built="$ROOT/target/site-build"
+  rm -rf "$built" && mkdir -p "$built" "$site/pkg"
+  say "splitting the lazy routes out of the Wasm"
+  wasm-split-cli "$ROOT/target/wasm32-unknown-unknown/$profile_dir/threadline.wasm" "$built" \
+    --out-name threadline --target web
+  # the split module keeps its exports to the chunks (and their names)
+  wasm-bindgen --target web --no-typescript --keep-lld-exports --no-demangle \
+    --out-dir "$built" --out-name threadline "$built/threadline.wasm"
   if [ "$mode" = release ]; then
     ensure_wasm_opt
-    say "optimizing the Wasm bundle with wasm-opt"
-    "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-mutable-globals \
-      -o "$site/pkg/threadline_bg.wasm" "$site/pkg/threadline_bg.wasm"
+    say "optimizing the Wasm modules with wasm-opt"
+    for file in "$built"/threadline_bg.wasm "$built"/chunk_*.wasm "$built"/split_*.wasm; do
+      [ -e "$file" ] || continue
+      "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+        --enable-sign-ext --enable-mutable-globals -o "$file" "$file"
+    done
   fi
-  cp "$ROOT/style/main.css" "$site/pkg/threadline.css"
+  cp "$ROOT/style/main.css" "$built/threadline.css"
   cp -r "$ROOT/public/." "$site/"
-  fingerprint_bundle "$site/pkg" "$mode"
+  fingerprint_bundle "$built" "$site/pkg" "$mode"
 }
 
-# fingerprint_bundle <pkg-dir> <debug|release>: content-hashed copies of the
-# bundle (threadline.<hash>.js, .wasm, .css), each with a brotli (.br) and
-# gzip (.gz) form beside it, and pkg/hash.txt naming them for the server
-# (src/server/assets.rs). Release builds compress as hard as the tools can.
+# fingerprint_bundle <built-dir> <pkg-dir> <debug|release>: content-hashed
+# names for the bundle (scripts/fingerprint.py), each file with a brotli
+# (.br) and gzip (.gz) form beside it. Release builds compress as hard as
+# the tools can.
 fingerprint_bundle() {
-  local pkg=$1 mode=$2 brotli_quality=5 gzip_level=6 kind file hash out
+  local built=$1 pkg=$2 mode=$3 brotli_quality=5 gzip_level=6 name
   apt_install brotli brotli
   if [ "$mode" = release ]; then brotli_quality=11; gzip_level=9; fi
   say "fingerprinting and precompressing the bundle (brotli -q $brotli_quality, gzip -$gzip_level)"
-  find "$pkg" -regextype posix-extended -regex '.*/threadline\.[0-9a-f]{16}\.(js|wasm|css)(\.br|\.gz)?' -delete
-  : > "$pkg/hash.txt.new"
-  for kind in js wasm css; do
-    case $kind in
-      js) file=threadline.js ;; wasm) file=threadline_bg.wasm ;; css) file=threadline.css ;;
-    esac
-    hash=$(sha256sum "$pkg/$file" | cut -c1-16)
-    out="$pkg/threadline.$hash.$kind"
-    cp "$pkg/$file" "$out"
-    brotli -f -q "$brotli_quality" -o "$out.br" "$out"
-    gzip -f -k -n "-$gzip_level" "$out"
-    printf '%s: %s\n' "$kind" "$hash" >> "$pkg/hash.txt.new"
-  done
-  mv "$pkg/hash.txt.new" "$pkg/hash.txt"
+  python3 "$ROOT/scripts/fingerprint.py" "$built" "$pkg" > "$built/outputs.txt"
+  while read -r name; do
+    brotli -f -q "$brotli_quality" -o "$pkg/$name.br" "$pkg/$name"
+    gzip -f -k -n "-$gzip_level" "$pkg/$name"
+  done < "$built/outputs.txt"
 }
 
 # build_server <debug|release>

@@ -6,6 +6,54 @@ pub mod notifications;
 pub mod orders;
 pub mod paging;
 
+pub use codec::{TextJson, TextJsonEncoding};
+
+/// The replies of server functions, as JSON read from text.
+///
+/// Leptos reads the data a page hydrates from with `serde_json::from_str`,
+/// and its stock JSON codec reads server-function replies with
+/// `from_slice`. serde_json's deserializers are generic over the reader, so
+/// every reply type was compiled into the Wasm twice; reading replies from
+/// text too keeps one copy.
+mod codec {
+    use leptos::server_fn::codec::Post;
+    use leptos::server_fn::{ContentType, Decodes, Encodes, Format, FormatType};
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    pub struct TextJsonEncoding;
+
+    /// Server-function replies in JSON, read as text (see the module).
+    pub type TextJson = Post<TextJsonEncoding>;
+
+    impl ContentType for TextJsonEncoding {
+        const CONTENT_TYPE: &'static str = "application/json";
+    }
+
+    impl FormatType for TextJsonEncoding {
+        const FORMAT_TYPE: Format = Format::Text;
+    }
+
+    impl<T: Serialize> Encodes<T> for TextJsonEncoding {
+        type Error = serde_json::Error;
+
+        fn encode(output: &T) -> Result<leptos::server_fn::Bytes, Self::Error> {
+            serde_json::to_vec(output).map(Into::into)
+        }
+    }
+
+    impl<T: DeserializeOwned> Decodes<T> for TextJsonEncoding {
+        type Error = serde_json::Error;
+
+        fn decode(bytes: leptos::server_fn::Bytes) -> Result<T, Self::Error> {
+            // (not `from_slice` on invalid UTF-8: that would bring the
+            // second copy back)
+            let text = std::str::from_utf8(&bytes).map_err(serde::de::Error::custom)?;
+            serde_json::from_str(text)
+        }
+    }
+}
+
 #[cfg(feature = "ssr")]
 pub(crate) mod scope {
     use sqlx::postgres::{PgArguments, PgRow};

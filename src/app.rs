@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{Lazy, LazyRoute, lazy_route, path};
 
 use crate::auth::api::{Login, Logout};
 use crate::components::connection_status::ConnectionStatusIndicator;
@@ -114,13 +114,50 @@ pub fn App() -> impl IntoView {
             <main class="page">
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=|| view! { <Redirect path="/orders"/> }/>
-                    <Route path=path!("/login") view=LoginPage/>
+                    <Route path=path!("/login") view={Lazy::<LoginRoute>::new()}/>
                     <Route path=path!("/orders") view=|| view! { <SignedIn><OrdersPage/></SignedIn> }/>
-                    <Route path=path!("/orders/:id") view=|| view! { <SignedIn><OrderDetailPage/></SignedIn> }/>
-                    <Route path=path!("/messages") view=|| view! { <SignedIn><MessagesPage/></SignedIn> }/>
+                    <Route path=path!("/orders/:id") view={Lazy::<OrderDetailRoute>::new()}/>
+                    <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()}/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+// The pages other than the orders list are lazy routes: in a release build
+// (`scripts/lib.sh`'s `build_site`) their code is split out of the main
+// Wasm into chunks fetched when a page first needs them, so the list a
+// phone opens first does not wait for the order page and the messages.
+struct LoginRoute;
+#[lazy_route]
+impl LazyRoute for LoginRoute {
+    fn data() -> Self {
+        LoginRoute
+    }
+    fn view(_this: Self) -> AnyView {
+        view! { <LoginPage/> }.into_any()
+    }
+}
+
+struct OrderDetailRoute;
+#[lazy_route]
+impl LazyRoute for OrderDetailRoute {
+    fn data() -> Self {
+        OrderDetailRoute
+    }
+    fn view(_this: Self) -> AnyView {
+        view! { <SignedIn><OrderDetailPage/></SignedIn> }.into_any()
+    }
+}
+
+struct MessagesRoute;
+#[lazy_route]
+impl LazyRoute for MessagesRoute {
+    fn data() -> Self {
+        MessagesRoute
+    }
+    fn view(_this: Self) -> AnyView {
+        view! { <SignedIn><MessagesPage/></SignedIn> }.into_any()
     }
 }
 

@@ -15,12 +15,20 @@ pub mod server;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
-    // A marker for end-to-end tests (and curious humans) that the page is interactive.
-    if let Some(body) = web_sys::window()
+    let Some(body) = web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.body())
-    {
+    else {
+        return;
+    };
+    // Hydration waits for the code of a lazy route (the order page,
+    // messages, sign-in) when the page is one of those.
+    wasm_bindgen_futures::spawn_local(async move {
+        leptos::mount::hydrate_from_async(body.clone(), app::App)
+            .await
+            .forget();
+        // A marker for end-to-end tests (and curious humans) that the page
+        // is interactive.
         let _ = body.set_attribute("data-hydrated", "true");
-    }
+    });
 }

@@ -38,7 +38,7 @@ const CONTACTS: &str = "select c.id, c.name, c.role, f.name as factory_name from
 /// The user's inbox or sent folder, newest first, paged by key (see
 /// `api::paging`): the first page, the window `through` a key, and with
 /// `more` the page after it.
-#[server(endpoint = "list_messages")]
+#[server(endpoint = "list_messages", output = crate::api::TextJson)]
 pub async fn list_messages(
     folder: Folder,
     #[server(default)] through: Option<String>,
@@ -64,7 +64,7 @@ pub async fn list_messages(
 /// The user's conversations: messages grouped by the other person and the
 /// order they are about, newest conversation first, with how many of them
 /// the user has not read; paged by key like the folders.
-#[server(endpoint = "list_conversations")]
+#[server(endpoint = "list_conversations", output = crate::api::TextJson)]
 pub async fn list_conversations(
     #[server(default)] through: Option<String>,
     #[server(default)] more: bool,
@@ -85,7 +85,7 @@ pub async fn list_conversations(
 
 /// One conversation's messages, newest first, paged by key: with `with`
 /// (the other person) about `order_id` (or about no order).
-#[server(endpoint = "conversation_messages")]
+#[server(endpoint = "conversation_messages", output = crate::api::TextJson)]
 pub async fn conversation_messages(
     with: Uuid,
     order_id: Option<Uuid>,
@@ -133,7 +133,7 @@ impl crate::api::paging::Binds for Between {
 }
 
 /// The messages about one order that the user sent or received (admins: all).
-#[server(endpoint = "order_messages")]
+#[server(endpoint = "order_messages", output = crate::api::TextJson)]
 pub async fn order_messages(
     order_id: Uuid,
     #[server(default)] through: Option<String>,
@@ -154,7 +154,7 @@ pub async fn order_messages(
     paging::window(&state.pool, &list, through, more).await
 }
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn list_contacts() -> Result<Vec<Contact>, AppError> {
     use crate::api::scope::scoped;
     let (state, user) = crate::auth::server::require_user().await?;
@@ -167,7 +167,7 @@ pub async fn list_contacts() -> Result<Vec<Contact>, AppError> {
 
 /// Tells a contact that the signed-in person is writing them a message (or
 /// stopped): a broadcast to the contact's `user:` room, which only they join.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn typing_to(recipient_id: Uuid, typing: bool) -> Result<(), AppError> {
     use crate::api::scope::scoped;
     let (state, user) = crate::auth::server::require_user().await?;
@@ -192,7 +192,7 @@ pub async fn typing_to(recipient_id: Uuid, typing: bool) -> Result<(), AppError>
 
 /// Which of the signed-in person's contacts have Threadline open now (on
 /// this server).
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn online_contacts() -> Result<Vec<Uuid>, AppError> {
     use crate::api::scope::scoped;
     let (state, user) = crate::auth::server::require_user().await?;
@@ -204,7 +204,7 @@ pub async fn online_contacts() -> Result<Vec<Uuid>, AppError> {
 }
 
 /// Sends a message to a contact, optionally about an order both may see.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn send_message(
     recipient_id: String,
     order_id: Option<String>,
@@ -249,7 +249,7 @@ pub async fn send_message(
 }
 
 /// Marks a received message read (a read receipt for its sender).
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn mark_message_read(id: Uuid, client_mutation_id: Option<Uuid>) -> Result<(), AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let recipient: Option<Uuid> =

@@ -4,7 +4,7 @@ use uuid::Uuid;
 use crate::error::AppError;
 use crate::model::NotificationSummary;
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn notifications() -> Result<NotificationSummary, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let unread = sqlx::query_scalar(
@@ -24,7 +24,7 @@ pub async fn notifications() -> Result<NotificationSummary, AppError> {
 }
 
 /// Marks one notification read, or all of them when `id` is absent.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn mark_notifications_read(id: Option<Uuid>) -> Result<(), AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let changed = sqlx::query(

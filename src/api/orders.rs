@@ -50,7 +50,7 @@ async fn visible_order(
 /// optionally of one status and matching a search, paged by key (see
 /// `api::paging`): without `through`, the first page; with it, every row
 /// from the newest through that key, and with `more` the page after it.
-#[server(endpoint = "list_orders")]
+#[server(endpoint = "list_orders", output = crate::api::TextJson)]
 pub async fn list_orders(
     status: Option<String>,
     search: Option<String>,
@@ -65,7 +65,7 @@ pub async fn list_orders(
 
 /// How many orders of each status the user may see that match `search`
 /// (the counts on the status chips).
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn order_counts(search: Option<String>) -> Result<Vec<StatusCount>, AppError> {
     let (state, user) = crate::auth::server::require_user().await?;
     let filter = list::Filter::new(&user, None, search.as_deref())?;
@@ -196,7 +196,7 @@ mod list {
     }
 }
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn get_order(id: Uuid) -> Result<OrderDetail, AppError> {
     use crate::api::scope::{ORDER_VISIBLE, scoped};
     let (state, user) = crate::auth::server::require_user().await?;
@@ -215,7 +215,7 @@ pub async fn get_order(id: Uuid) -> Result<OrderDetail, AppError> {
 }
 
 /// Buyers place orders; they start pending, without a factory.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn create_order(
     product: String,
     quantity: String,
@@ -263,7 +263,7 @@ pub async fn create_order(
 }
 
 /// Moves an order along the state machine, as far as the user's role allows.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn set_order_status(
     id: Uuid,
     to: OrderStatus,
@@ -304,7 +304,7 @@ pub async fn set_order_status(
 }
 
 /// Admins assign a factory; a pending order becomes confirmed.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn assign_factory(id: Uuid, factory_id: String) -> Result<(), AppError> {
     use crate::model::Role;
     let (state, user) = crate::auth::server::require_user().await?;
@@ -333,7 +333,7 @@ pub async fn assign_factory(id: Uuid, factory_id: String) -> Result<(), AppError
     Ok(())
 }
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn list_factories() -> Result<Vec<Factory>, AppError> {
     let (state, _user) = crate::auth::server::require_user().await?;
     Ok(
@@ -345,7 +345,7 @@ pub async fn list_factories() -> Result<Vec<Factory>, AppError> {
 
 /// Factory staff (or admins) move production on: the stage in progress is
 /// completed, or else the next stage starts.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn advance_stage(
     order_id: Uuid,
     client_mutation_id: Option<Uuid>,
@@ -392,7 +392,7 @@ pub async fn advance_stage(
 }
 
 /// Progress of the stage in progress, in percent.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn set_stage_progress(
     stage_id: Uuid,
     progress: String,
@@ -434,7 +434,7 @@ pub async fn set_stage_progress(
     Ok(())
 }
 
-#[server(endpoint = "list_order_updates")]
+#[server(endpoint = "list_order_updates", output = crate::api::TextJson)]
 pub async fn list_order_updates(
     order_id: Uuid,
     #[server(default)] through: Option<String>,
@@ -457,7 +457,7 @@ pub async fn list_order_updates(
 }
 
 /// Factory staff and admins post to an order's production feed.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn post_order_update(
     order_id: Uuid,
     text: String,

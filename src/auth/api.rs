@@ -3,7 +3,7 @@ use leptos::prelude::*;
 use crate::error::AppError;
 use crate::model::SessionUser;
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn login(email: String, password: String) -> Result<SessionUser, AppError> {
     use super::server;
     let state = crate::server::AppState::current()?;
@@ -14,7 +14,7 @@ pub async fn login(email: String, password: String) -> Result<SessionUser, AppEr
     Ok(user)
 }
 
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn logout() -> Result<(), AppError> {
     use super::server;
     let state = crate::server::AppState::current()?;
@@ -24,7 +24,7 @@ pub async fn logout() -> Result<(), AppError> {
 }
 
 /// The signed-in user, or `None` for a visitor.
-#[server]
+#[server(output = crate::api::TextJson)]
 pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
     super::server::optional_user().await
 }

@@ -9,7 +9,7 @@ use threadline_realtime::poll::{PollChannel, PollResult};
 
 use crate::error::AppError;
 
-#[server(input = Json)]
+#[server(input = Json, output = crate::api::TextJson)]
 pub async fn poll_changes(channels: Vec<PollChannel>) -> Result<Vec<PollResult>, AppError> {
     // The head before the user is looked up: changes after it wait for the
     // next poll, judged by rights looked up after them.
