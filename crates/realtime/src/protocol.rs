@@ -7,6 +7,7 @@
 //! resume, and `threadline` notices inside `system` messages.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::cursor::ChangeCursor;
@@ -150,6 +151,47 @@ impl Frame {
     /// An error reply with a reason, as Phoenix and realtime-js expect.
     pub fn error_reply(&self, reason: &str) -> Frame {
         self.reply("error", serde_json::json!({ "reason": reason }))
+    }
+}
+
+/// A serializer `2.0.0` message whose payload stays JSON text until its
+/// event says what it holds: the browser client reads typed payloads (change
+/// events, notices, join replies) from text, as it reads everything else.
+/// (Reading them from a [`Value`] would compile a second set of
+/// deserializers, one per type, into the Wasm.)
+pub struct RawFrame<'a> {
+    pub frame: Frame,
+    pub payload: &'a RawValue,
+}
+
+impl<'a> RawFrame<'a> {
+    pub fn decode(text: &'a str) -> Result<RawFrame<'a>, String> {
+        let (join_ref, msg_ref, topic, event, payload): (
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            &'a RawValue,
+        ) = serde_json::from_str(text).map_err(|e| {
+            format!("not a Phoenix message [join_ref, ref, topic, event, payload]: {e}")
+        })?;
+        let value = serde_json::from_str(payload.get())
+            .map_err(|e| format!("not a Phoenix message payload: {e}"))?;
+        Ok(RawFrame {
+            frame: Frame {
+                join_ref,
+                msg_ref,
+                topic,
+                event,
+                payload: value,
+            },
+            payload,
+        })
+    }
+
+    /// The payload read as a `T`.
+    pub fn payload<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
     }
 }
 

@@ -23,7 +23,7 @@ use crate::cursor::ChangeCursor;
 use crate::poll::{PollChannel, PollResult};
 use crate::protocol::{
     self, ChangeEvent, Frame, JoinConfig, JoinPayload, JoinResponse, Notice,
-    PostgresChangesRequest, SystemMessage, Vsn,
+    PostgresChangesRequest, RawFrame, SystemMessage, Vsn,
 };
 
 /// How often a heartbeat goes out; one unanswered by the next means the socket is dead.
@@ -396,9 +396,10 @@ impl Machine {
 
     /// A text frame from the server.
     pub fn received(&mut self, text: &str, now: f64) -> Vec<Effect> {
-        let Ok(frame) = Frame::decode(text, Vsn::V2) else {
+        let Ok(raw) = RawFrame::decode(text) else {
             return Vec::new();
         };
+        let frame = &raw.frame;
         self.last_activity = Some(now);
         // the first answer proves the socket works: live again
         if self.link == (Link::Open { answered: false }) {
@@ -407,7 +408,7 @@ impl Machine {
             self.failures = 0;
             self.polling = false;
         }
-        if let Some(effects) = self.room_received(&frame) {
+        if let Some(effects) = self.room_received(frame) {
             return effects;
         }
         let mut effects = Vec::new();
@@ -420,14 +421,15 @@ impl Machine {
                 self.heartbeat_pending = None;
             }
             protocol::REPLY if frame.topic == protocol::PHOENIX_TOPIC => {}
-            protocol::REPLY => effects.extend(self.join_replied(&frame)),
+            protocol::REPLY => effects.extend(self.join_replied(&raw)),
             protocol::POSTGRES_CHANGES => {
-                if let Ok(event) = serde_json::from_value::<ChangeEvent>(frame.payload) {
+                if let Ok(event) = raw.payload::<ChangeEvent>() {
                     effects.extend(self.accept(&frame.topic, event));
                 }
             }
             protocol::SYSTEM => {
-                let notice = serde_json::from_value::<SystemMessage>(frame.payload)
+                let notice = raw
+                    .payload::<SystemMessage>()
                     .ok()
                     .and_then(|message| message.threadline);
                 match notice {
@@ -452,16 +454,26 @@ impl Machine {
         effects
     }
 
-    fn join_replied(&mut self, frame: &Frame) -> Vec<Effect> {
+    fn join_replied(&mut self, raw: &RawFrame) -> Vec<Effect> {
+        #[derive(serde::Deserialize)]
+        struct Reply<'a> {
+            status: &'a str,
+            #[serde(borrow)]
+            response: &'a serde_json::value::RawValue,
+        }
+        let frame = &raw.frame;
         let Some(channel) = self.channels.get_mut(&frame.topic) else {
             return Vec::new();
         };
         if channel.join_ref.is_none() || channel.join_ref != frame.msg_ref {
             return Vec::new();
         }
-        let response = serde_json::from_value::<JoinResponse>(frame.payload["response"].clone());
+        let response = raw.payload::<Reply>().and_then(|reply| {
+            let response = serde_json::from_str::<JoinResponse>(reply.response.get())?;
+            Ok((reply.status, response))
+        });
         match response {
-            Ok(response) if frame.payload["status"] == "ok" => {
+            Ok(("ok", response)) => {
                 channel.joined = true;
                 let cursor = ChangeCursor::latest(channel.cursor, response.cursor);
                 channel.cursor = Some(cursor);
