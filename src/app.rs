@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
-use leptos_router::{Lazy, LazyRoute, lazy_route, path};
+use leptos_router::{Lazy, LazyRoute, SsrMode, lazy_route, path};
 
 use crate::auth::api::{Login, Logout};
 use crate::components::connection_status::ConnectionStatusIndicator;
@@ -18,15 +18,6 @@ use threadline_realtime::client::{ConnectionStatus, RealtimeClient, provide_real
 use threadline_realtime::cursor::ChangeCursor;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    if let (Some(nonce), Some(response)) = (
-        leptos::nonce::use_nonce(),
-        use_context::<leptos_axum::ResponseOptions>(),
-    ) && let Ok(policy) =
-        axum::http::HeaderValue::from_str(&crate::server::security::page_policy(&nonce))
-    {
-        response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
-    }
     // the stylesheet's (hashed) name; only the server renders the shell
     #[cfg(feature = "ssr")]
     let css = use_context::<crate::server::AppState>().map_or_else(
@@ -116,9 +107,13 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=|| view! { <Redirect path="/orders"/> }/>
                     <Route path=path!("/login") view={Lazy::<LoginRoute>::new()}/>
-                    <Route path=path!("/orders") view=|| view! { <SignedIn><OrdersPage/></SignedIn> }/>
-                    <Route path=path!("/orders/:id") view={Lazy::<OrderDetailRoute>::new()}/>
-                    <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()}/>
+                    // Pages with data are rendered whole (`SsrMode::Async`): it
+                    // comes from our database in milliseconds, so streaming a
+                    // shell first would only add fallbacks and the scripts that
+                    // swap them in (bytes for a phone, work for the server).
+                    <Route path=path!("/orders") view=|| view! { <SignedIn><OrdersPage/></SignedIn> } ssr=SsrMode::Async/>
+                    <Route path=path!("/orders/:id") view={Lazy::<OrderDetailRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()} ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

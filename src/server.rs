@@ -78,8 +78,13 @@ pub fn app(state: AppState) -> Router {
     let context_state = state.clone();
     let provide_state = move || {
         provide_context(context_state.clone());
-        // a fresh nonce per page for its inline scripts (see `security::page_policy`)
-        leptos::nonce::provide_nonce();
+        // the page's nonce for its inline scripts (see `security::page_nonce`)
+        match use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<security::PageNonce>().cloned())
+        {
+            Some(security::PageNonce(nonce)) => provide_context(nonce),
+            None => leptos::nonce::provide_nonce(),
+        }
     };
     let pages = Router::new()
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
@@ -119,6 +124,7 @@ pub fn app(state: AppState) -> Router {
             AppState,
             _,
         >(provide_state, shell))
+        .layer(axum::middleware::from_fn(security::page_nonce))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::limit_sign_ins,

@@ -39,6 +39,31 @@ pub fn page_policy(nonce: &str) -> String {
     )
 }
 
+/// A page's nonce, chosen before Leptos renders it.
+#[derive(Clone)]
+pub struct PageNonce(pub leptos::nonce::Nonce);
+
+/// Gives each page a fresh nonce for its inline scripts (Leptos reads it
+/// from the request, see `server::app`) and the policy that allows exactly
+/// those. The header is set here, on the response, rather than by the page
+/// while it renders: that way no rendering path can leave a page without it.
+pub async fn page_nonce(mut request: Request<Body>, next: Next) -> Response {
+    let nonce = leptos::nonce::Nonce::new();
+    request.extensions_mut().insert(PageNonce(nonce.clone()));
+    let mut response = next.run(request).await;
+    let is_page = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_page && let Ok(policy) = HeaderValue::from_str(&page_policy(&nonce)) {
+        response
+            .headers_mut()
+            .insert(CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
+
 /// Refuses state-changing requests that do not come from this site's own
 /// pages: a browser says where a request comes from (`Sec-Fetch-Site`,
 /// `Origin`), and a request that says nothing may not carry the session
