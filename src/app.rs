@@ -26,6 +26,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     );
     #[cfg(not(feature = "ssr"))]
     let css = "/pkg/threadline.css".to_string();
+    // the other pages' code, which the page fetches once it is interactive
+    #[cfg(feature = "ssr")]
+    let lazy = use_context::<crate::server::AppState>()
+        .map(|s| s.assets.lazy.join(" "))
+        .unwrap_or_default();
+    #[cfg(not(feature = "ssr"))]
+    let lazy = String::new();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,6 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <link rel="stylesheet" href=css/>
+                <meta name="threadline-lazy" content=lazy/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>

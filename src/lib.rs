@@ -30,5 +30,32 @@ pub fn hydrate() {
         // A marker for end-to-end tests (and curious humans) that the page
         // is interactive.
         let _ = body.set_attribute("data-hydrated", "true");
+        prefetch_lazy_modules();
     });
+}
+
+/// Once the page is interactive, the browser fetches the other pages' code
+/// (the lazy routes' modules the server lists in the head) into its cache at
+/// idle priority: opening an order later takes no download, and works when
+/// the network has dropped by then (a module that cannot be fetched when a
+/// page needs it stops the app). A prefetch that fails costs nothing.
+#[cfg(feature = "hydrate")]
+fn prefetch_lazy_modules() {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let (Ok(Some(meta)), Some(head)) = (
+        document.query_selector("meta[name=threadline-lazy]"),
+        document.head(),
+    ) else {
+        return;
+    };
+    let urls = meta.get_attribute("content").unwrap_or_default();
+    for url in urls.split_whitespace() {
+        if let Ok(link) = document.create_element("link") {
+            let _ = link.set_attribute("rel", "prefetch");
+            let _ = link.set_attribute("href", url);
+            let _ = head.append_child(&link);
+        }
+    }
 }

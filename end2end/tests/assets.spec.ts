@@ -86,3 +86,29 @@ test('the bundle is served precompressed under hashed names, cached for good; pa
   expect(bundleBytes).toBe(0);
   expect(unexpectedErrors(page)).toEqual([]);
 });
+
+test('once the page is interactive the other pages\' code is cached: opening messages with the network down still works', async ({
+  browser,
+  baseURL,
+}) => {
+  const page = await userPage(browser, 'buyer@sleek.test');
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const fetched = new Set<string>();
+  page.on('requestfinished', (r) => fetched.add(new URL(r.url()).pathname));
+  await page.goto(`${baseURL}/orders`);
+  const lazy = (await page.locator('meta[name="threadline-lazy"]').getAttribute('content'))!.split(' ');
+  expect(lazy.length).toBeGreaterThan(0);
+  await hydrated(page);
+  await expect.poll(() => lazy.filter((url) => !fetched.has(url))).toEqual([]);
+
+  await page.context().setOffline(true);
+  await page.getByRole('link', { name: 'Messages' }).first().click();
+  await expect(page).toHaveURL(/\/messages$/);
+  await expect(page.getByRole('heading', { name: 'Messages' })).toBeVisible();
+  await page.context().setOffline(false);
+  // the app is alive: the way back works without a page load
+  await page.getByRole('link', { name: 'Orders' }).first().click();
+  await expect(page.getByRole('heading', { name: 'Orders' })).toBeVisible();
+  expect(errors).toEqual([]);
+});

@@ -31,6 +31,9 @@ pub struct Assets {
     pub css: String,
     /// Whether the names carry content hashes (and may be cached for good).
     pub hashed: bool,
+    /// The lazy routes' modules (`/pkg/chunk_4.<id>.wasm`, …), which a page
+    /// prefetches once it is interactive.
+    pub lazy: Vec<String>,
 }
 
 impl Assets {
@@ -44,6 +47,7 @@ impl Assets {
             return Assets {
                 css: format!("/pkg/{name}.css"),
                 hashed: false,
+                lazy: Vec::new(),
             };
         };
         let css = hashes(&text).find(|(file, _)| *file == "css").map_or_else(
@@ -55,10 +59,33 @@ impl Assets {
         let absolute = std::env::current_dir()
             .map(|dir| dir.join(&hash_file))
             .unwrap_or(hash_file);
+        let lazy = hashes(&text)
+            .find(|(file, _)| *file == "manifest")
+            .and_then(|(_, id)| {
+                std::fs::read_to_string(pkg.join(format!("__wasm_split_manifest.{id}.json"))).ok()
+            })
+            .map(|manifest| lazy_modules(&manifest))
+            .unwrap_or_default();
         options.hash_files = true;
         options.hash_file = absolute.to_string_lossy().as_ref().into();
-        Assets { css, hashed: true }
+        Assets {
+            css,
+            hashed: true,
+            lazy,
+        }
     }
+}
+
+/// Every module named by the split manifest (`{"route": ["chunk_4.<id>",
+/// "split_route.<id>"], …}`), once each, as URLs.
+fn lazy_modules(manifest: &str) -> Vec<String> {
+    let routes: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(manifest).unwrap_or_default();
+    let modules: std::collections::BTreeSet<&String> = routes.values().flatten().collect();
+    modules
+        .into_iter()
+        .map(|stem| format!("/pkg/{stem}.wasm"))
+        .collect()
 }
 
 fn hashes(text: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -124,6 +151,20 @@ pub fn compression() -> CompressionLayer<impl Predicate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lazy_modules_are_read_from_the_split_manifest() {
+        let manifest = r#"{"a": ["chunk_4.0123456789abcdef", "split_a.0123456789abcdef"],
+                          "b": ["chunk_4.0123456789abcdef"]}"#;
+        assert_eq!(
+            lazy_modules(manifest),
+            [
+                "/pkg/chunk_4.0123456789abcdef.wasm",
+                "/pkg/split_a.0123456789abcdef.wasm"
+            ]
+        );
+        assert!(lazy_modules("not json").is_empty());
+    }
 
     #[test]
     fn only_hashed_bundle_names_are_immutable() {
