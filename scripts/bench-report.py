@@ -321,6 +321,9 @@ if web.get('lazy'):
     for name, size in sorted(web['lazy'].items(), key=lambda kv: -kv[1]):
         w(f'| `{name}` | {size:,} |')
     w('')
+    w('A page prefetches them at idle priority once it is interactive (so that opening an order later needs '
+      'no download, even offline); the cold loads above count the bytes until the page is interactive, and '
+      'the warm visit comes after that prefetch.\n')
 if fast3g['cold']['bytes'] > 300 * 1024:
     w('The cold load is over the 300 KB target. What bounds it: the app\'s own code is a small share; most is '
       'Leptos\'s reactive system and renderer (`reactive_graph`, `tachys`), serde_json deserializers '

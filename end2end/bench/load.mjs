@@ -54,6 +54,13 @@ for (const [name, conditions] of Object.entries(PROFILES)) {
     await cdp.send('Network.enable');
     await cdp.send('Network.emulateNetworkConditions', { offline: false, ...conditions });
     cold.push(await visit(page, cdp));
+    // a warm visit is a later one: let the cold visit's prefetch of the other
+    // pages' code (which starts once the page is interactive) finish first
+    await page.waitForFunction(() => {
+      const lazy = document.querySelector('meta[name="threadline-lazy"]')?.getAttribute('content') ?? '';
+      const done = new Set(performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname));
+      return lazy.split(' ').filter(Boolean).every((url) => done.has(url));
+    }, null, { timeout: 120_000 });
     warm.push(await visit(page, cdp));
     await context.close();
   }
