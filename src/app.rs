@@ -1,5 +1,4 @@
 use leptos::prelude::*;
-use leptos::server_fn::ServerFn;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
 use leptos_router::{Lazy, LazyRoute, SsrMode, lazy_route, path};
@@ -237,17 +236,9 @@ fn Header() -> impl IntoView {
                         <span class="whoami-name">{user.name.clone()}</span>
                         <span class="role-tag">{user.role.label()}</span>
                     </span>
-                    // a plain form that the page's code submits: `ActionForm`
-                    // would bring a form-data decoder into the main Wasm for a
-                    // form without fields (and without the Wasm, the browser
-                    // posts it, as it would an ActionForm)
-                    <form method="post" action=Logout::url() class="inline-form"
-                        on:submit=move |ev| {
-                            ev.prevent_default();
-                            session.logout.dispatch(Logout {});
-                        }>
+                    <ActionForm action=session.logout attr:class="inline-form">
                         <button type="submit" class="button ghost">"Sign out"</button>
-                    </form>
+                    </ActionForm>
                 </div>
             })}
         </header>
