@@ -17,14 +17,14 @@ hash.
 
 Writes into <pkg-dir>: the renamed files, __wasm_split_manifest.<id>.json
 (which chunks each lazy route needs, so that a page rendered on one of those
-routes preloads them), and hash.txt, which names them all for the server
-(Leptos's HydrationScripts and src/server/assets.rs). Files of earlier
-builds are removed.
+routes preloads them), and hash.txt.new, which names them all for the server
+(Leptos's HydrationScripts and src/server/assets.rs); the caller renames it
+to hash.txt once the compressed copies are written too. Files of earlier
+builds are removed. Prints the files to compress, one per line.
 """
 
 import hashlib
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -75,6 +75,12 @@ def main():
     lazy = sorted(p.name for p in built.iterdir() if re.fullmatch(r'(chunk|split)_\w+\.wasm', p.name))
     lazy_bytes = {name: (built / name).read_bytes() for name in lazy}
 
+    needs = prefetch_map(loader)
+    unnamed = {name.removesuffix('.wasm') for name in lazy} - {s for stems in needs.values() for s in stems}
+    if unnamed:
+        sys.exit(f'fingerprint: the loader does not say which routes need {sorted(unnamed)} '
+                 '(has the format of wasm-split\'s __wasm_split.js changed?)')
+
     build = digest(js.encode(), loader.encode(), wasm,
                    *(n.encode() + b'\0' + lazy_bytes[n] for n in lazy))
     css_hash = digest(css)
@@ -91,8 +97,7 @@ def main():
     for name in lazy:
         stem = name.removesuffix('.wasm')
         loader = loader.replace(f'"./{name}"', f'"./{hashed(stem, "wasm")}"')
-    manifest = {route: [f'{stem}.{build}' for stem in stems]
-                for route, stems in prefetch_map((built / '__wasm_split.js').read_text()).items()}
+    manifest = {route: [f'{stem}.{build}' for stem in stems] for route, stems in needs.items()}
 
     pkg.mkdir(parents=True, exist_ok=True)
     for old in pkg.iterdir():
@@ -109,10 +114,8 @@ def main():
         outputs[hashed(name.removesuffix('.wasm'), 'wasm')] = lazy_bytes[name]
     for name, data in outputs.items():
         (pkg / name).write_bytes(data)
-    hash_txt = pkg / 'hash.txt.new'
-    hash_txt.write_text(f'js: {build}\nwasm: {build}\ncss: {css_hash}\nsplit: {build}\nmanifest: {build}\n')
-    os.replace(hash_txt, pkg / 'hash.txt')
-    # the files to precompress, one per line
+    (pkg / 'hash.txt.new').write_text(
+        f'js: {build}\nwasm: {build}\ncss: {css_hash}\nsplit: {build}\nmanifest: {build}\n')
     print('\n'.join(sorted(n for n in outputs if not n.endswith('.json'))))
 
 

@@ -141,6 +141,8 @@ fingerprint_bundle() {
     brotli -f -q "$brotli_quality" -o "$pkg/$name.br" "$pkg/$name"
     gzip -f -k -n "-$gzip_level" "$pkg/$name"
   done < "$built/outputs.txt"
+  # named for the server only once every file it names is in place
+  mv "$pkg/hash.txt.new" "$pkg/hash.txt"
 }
 
 # build_server <debug|release>

@@ -17,21 +17,15 @@ use threadline_realtime::client::{ConnectionStatus, RealtimeClient, provide_real
 use threadline_realtime::cursor::ChangeCursor;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    // the stylesheet's (hashed) name; only the server renders the shell
+    // the stylesheet's (hashed) name, and the other pages' code, which the
+    // page fetches once it is interactive; only the server renders the shell
     #[cfg(feature = "ssr")]
-    let css = use_context::<crate::server::AppState>().map_or_else(
-        || "/pkg/threadline.css".to_string(),
-        |s| s.assets.css.clone(),
+    let (css, lazy) = use_context::<crate::server::AppState>().map_or_else(
+        || ("/pkg/threadline.css".to_string(), String::new()),
+        |s| (s.assets.css.clone(), s.assets.lazy.join(" ")),
     );
     #[cfg(not(feature = "ssr"))]
-    let css = "/pkg/threadline.css".to_string();
-    // the other pages' code, which the page fetches once it is interactive
-    #[cfg(feature = "ssr")]
-    let lazy = use_context::<crate::server::AppState>()
-        .map(|s| s.assets.lazy.join(" "))
-        .unwrap_or_default();
-    #[cfg(not(feature = "ssr"))]
-    let lazy = String::new();
+    let (css, lazy) = ("/pkg/threadline.css".to_string(), String::new());
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -127,10 +121,11 @@ pub fn App() -> impl IntoView {
     }
 }
 
-// The pages other than the orders list are lazy routes: in a release build
-// (`scripts/lib.sh`'s `build_site`) their code is split out of the main
-// Wasm into chunks fetched when a page first needs them, so the list a
-// phone opens first does not wait for the order page and the messages.
+// The pages other than the orders list are lazy routes: `build_site`
+// (`scripts/lib.sh`) splits their code out of the main Wasm into chunks
+// fetched when a page first needs them, so the list a phone opens first
+// does not wait for the order page and the messages. (Each needs its own
+// `#[lazy_route]` impl: the macro names the chunk after where it stands.)
 struct LoginRoute;
 #[lazy_route]
 impl LazyRoute for LoginRoute {

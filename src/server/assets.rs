@@ -59,13 +59,19 @@ impl Assets {
         let absolute = std::env::current_dir()
             .map(|dir| dir.join(&hash_file))
             .unwrap_or(hash_file);
-        let lazy = hashes(&text)
-            .find(|(file, _)| *file == "manifest")
-            .and_then(|(_, id)| {
-                std::fs::read_to_string(pkg.join(format!("__wasm_split_manifest.{id}.json"))).ok()
-            })
-            .map(|manifest| lazy_modules(&manifest))
-            .unwrap_or_default();
+        let lazy = match hashes(&text).find(|(file, _)| *file == "manifest") {
+            Some((_, id)) => {
+                let path = pkg.join(format!("__wasm_split_manifest.{id}.json"));
+                std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|manifest| lazy_modules(&manifest))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(path = %path.display(), "no prefetch of the lazy routes: {e}");
+                        Vec::new()
+                    })
+            }
+            None => Vec::new(),
+        };
         options.hash_files = true;
         options.hash_file = absolute.to_string_lossy().as_ref().into();
         Assets {
@@ -78,14 +84,14 @@ impl Assets {
 
 /// Every module named by the split manifest (`{"route": ["chunk_4.<id>",
 /// "split_route.<id>"], …}`), once each, as URLs.
-fn lazy_modules(manifest: &str) -> Vec<String> {
+fn lazy_modules(manifest: &str) -> Result<Vec<String>, String> {
     let routes: std::collections::BTreeMap<String, Vec<String>> =
-        serde_json::from_str(manifest).unwrap_or_default();
+        serde_json::from_str(manifest).map_err(|e| format!("not a split manifest: {e}"))?;
     let modules: std::collections::BTreeSet<&String> = routes.values().flatten().collect();
-    modules
+    Ok(modules
         .into_iter()
         .map(|stem| format!("/pkg/{stem}.wasm"))
-        .collect()
+        .collect())
 }
 
 fn hashes(text: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -158,12 +164,12 @@ mod tests {
                           "b": ["chunk_4.0123456789abcdef"]}"#;
         assert_eq!(
             lazy_modules(manifest),
-            [
-                "/pkg/chunk_4.0123456789abcdef.wasm",
-                "/pkg/split_a.0123456789abcdef.wasm"
-            ]
+            Ok(vec![
+                "/pkg/chunk_4.0123456789abcdef.wasm".to_string(),
+                "/pkg/split_a.0123456789abcdef.wasm".to_string()
+            ])
         );
-        assert!(lazy_modules("not json").is_empty());
+        assert!(lazy_modules("not json").is_err());
     }
 
     #[test]
