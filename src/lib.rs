@@ -27,6 +27,8 @@ pub fn hydrate() {
         leptos::mount::hydrate_from_async(body.clone(), app::App)
             .await
             .forget();
+        // subscriptions made from now on come with freshly fetched data
+        threadline_realtime::client::page_hydrated();
         // A marker for end-to-end tests (and curious humans) that the page
         // is interactive.
         let _ = body.set_attribute("data-hydrated", "true");

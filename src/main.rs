@@ -71,15 +71,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let auth = AuthKeys::load(&db.pool)
         .await
         .map_err(|e| format!("loading the token signing key failed: {e}"))?;
-    let bundle = std::path::Path::new(&settings.server.site_root)
-        .join("pkg")
-        .join(format!("{}.js", settings.server.output_name));
-    if !bundle.exists() {
-        tracing::warn!(
-            missing = %bundle.display(),
-            "the browser bundle is missing: pages render but stay static; build it with ./scripts/build"
-        );
-    }
     let auth = Arc::new(auth);
     let ports = Ports {
         identity: Arc::new(AppIdentity {

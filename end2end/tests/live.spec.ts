@@ -116,6 +116,37 @@ test('an optimistic stage advance the server refuses rolls back', async ({ brows
   expect(unexpectedErrors(factory)).toEqual([]);
 });
 
+test('a change that reaches the page while its code is still loading shows once it is interactive', async ({ browser, baseURL }) => {
+  const id = confirmedOrder(uniqueProduct('Slow code tee'));
+  const buyer = await userPage(browser, 'buyer@sleek.test');
+  // the order page's own code is held back until the page's socket (opened by
+  // the header's bell) has brought the notification the stage change made
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  await buyer.route(/\/pkg\/split___order_detail/, async (route) => {
+    await released;
+    await route.continue();
+  });
+  const notified = new Promise<void>((resolve) => {
+    buyer.on('websocket', (ws) =>
+      ws.on('framereceived', ({ payload }) => {
+        if (typeof payload === 'string' && payload.includes('"notifications"') && payload.includes(id)) resolve();
+      }),
+    );
+  });
+  // rendered with the stage not started; the change commits before the
+  // page's stage subscription exists
+  await buyer.goto(`${baseURL}/orders/${id}`, { waitUntil: 'commit' });
+  sql(`update production_stages set status = 'in_progress' where order_id = '${id}' and stage = 'cutting'`);
+  await notified;
+  release();
+  await hydrated(buyer);
+  await expect(buyer.locator('[data-stage="cutting"]')).toContainText('In progress');
+  expect(unexpectedErrors(buyer)).toEqual([]);
+});
+
 test.describe('with a server of its own', () => {
   test.describe.configure({ mode: 'serial' });
 

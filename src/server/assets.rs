@@ -44,12 +44,18 @@ impl Assets {
         let hash_file = pkg.join("hash.txt");
         let name = options.output_name.to_string();
         let Ok(text) = std::fs::read_to_string(&hash_file) else {
+            warn_if_missing(&pkg.join(format!("{name}.js")));
             return Assets {
                 css: format!("/pkg/{name}.css"),
                 hashed: false,
                 lazy: Vec::new(),
             };
         };
+        let script = match hashes(&text).find(|(file, _)| *file == "js") {
+            Some((_, hash)) => pkg.join(format!("{name}.{hash}.js")),
+            None => pkg.join(format!("{name}.js")),
+        };
+        warn_if_missing(&script);
         let css = hashes(&text).find(|(file, _)| *file == "css").map_or_else(
             || format!("/pkg/{name}.css"),
             |(_, hash)| format!("/pkg/{name}.{hash}.css"),
@@ -79,6 +85,16 @@ impl Assets {
             hashed: true,
             lazy,
         }
+    }
+}
+
+/// Pages still render without the bundle, but they stay static: say so.
+fn warn_if_missing(script: &Path) {
+    if !script.exists() {
+        tracing::warn!(
+            missing = %script.display(),
+            "the browser bundle is missing: pages render but stay static; build it with ./scripts/build"
+        );
     }
 }
 

@@ -187,6 +187,17 @@ pub fn use_connection() -> Option<RealtimeClient> {
     use_context::<RealtimeClient>()
 }
 
+/// Says the page has hydrated. Until then a new subscription starts from the
+/// cursor the page was rendered at (its component shows the server-rendered
+/// data, whatever other subscriptions have received meanwhile); from then on
+/// from the newest change the page has seen (its data is fetched after
+/// that). Call it once hydration is over; without it subscriptions always
+/// start from the page's cursor, which loses nothing but replays more.
+pub fn page_hydrated() {
+    #[cfg(feature = "browser")]
+    browser::page_hydrated();
+}
+
 /// Subscribes the calling component to changes; unsubscribes when it is
 /// cleaned up. `on_event` runs for each change (and each reset).
 pub fn use_realtime(listen: Listen, on_event: impl Fn(&RealtimeEvent) + 'static) -> RealtimeHandle {

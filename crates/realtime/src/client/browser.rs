@@ -2,7 +2,7 @@
 //! window events to the [`Machine`] and does the effects it returns. All
 //! decisions live in the machine.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,6 +16,15 @@ use super::machine::{Effect, HEARTBEAT_MS, Machine, POLL_EVERY_MS, RoomEvent, ro
 use super::{ConnectionStatus, Listen, RealtimeEvent};
 use crate::cursor::ChangeCursor;
 use crate::poll::{PollChannel, PollResult};
+
+thread_local! {
+    /// Whether the page has hydrated (see [`super::page_hydrated`]).
+    static HYDRATED: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(super) fn page_hydrated() {
+    HYDRATED.set(true);
+}
 
 type Listener = Rc<dyn Fn(&RealtimeEvent)>;
 type RoomListener = Rc<dyn Fn(&RoomEvent)>;
@@ -209,6 +218,9 @@ impl Connection {
         self.start_timers();
         let mut topic = String::new();
         self.input(|m| {
+            if HYDRATED.get() {
+                m.page_hydrated();
+            }
             let (new_topic, effects) = m.subscribe(listen, online());
             topic = new_topic;
             effects

@@ -82,8 +82,14 @@ pub struct Machine {
     channels: BTreeMap<String, Channel>,
     rooms: BTreeMap<String, rooms::RoomChannel>,
     next_listener: u64,
-    /// The newest cursor seen on any channel: new channels start from it.
+    /// The newest cursor seen on any channel: a channel added once the page
+    /// is interactive starts from it (its data is fetched after that).
     cursor: Option<ChangeCursor>,
+    /// The cursor of the data the page was rendered with, until the page has
+    /// hydrated: a channel added meanwhile shows that data, so it starts
+    /// there even if other channels have moved on (a change they saw first
+    /// may be one this channel's data lacks).
+    page: Option<ChangeCursor>,
     next_ref: u64,
     next_topic: u64,
     heartbeat_pending: Option<String>,
@@ -112,6 +118,7 @@ impl Machine {
             rooms: BTreeMap::new(),
             next_listener: 1,
             cursor: start,
+            page: start,
             next_ref: 1,
             next_topic: 1,
             heartbeat_pending: None,
@@ -167,7 +174,7 @@ impl Machine {
                     filter: listen.filter.clone(),
                     select: None,
                 },
-                cursor: self.cursor,
+                cursor: self.page.or(self.cursor),
                 join_ref: None,
                 joined: false,
             },
@@ -175,6 +182,12 @@ impl Machine {
         let mut effects = self.start(online);
         effects.extend(self.join(&topic));
         (topic, effects)
+    }
+
+    /// The page has hydrated: channels added from now on come with data
+    /// fetched now, so they start from the newest cursor seen.
+    pub fn page_hydrated(&mut self) {
+        self.page = None;
     }
 
     /// Connects for the first subscription, or one after signing out and
@@ -662,6 +675,33 @@ mod tests {
             .find(|f| f.event == protocol::JOIN)
             .expect("joins again");
         assert_eq!(join.payload["cursor"], "00000000:20/1");
+    }
+
+    #[test]
+    fn a_channel_added_while_the_page_hydrates_starts_from_the_page_cursor() {
+        let start = ChangeCursor::new(0x10, 0);
+        let (mut machine, topic) = live(Some(start));
+        // the order page's stage change and the buyer's notification commit
+        // together; the notification reaches an early channel first
+        machine.received(&change(&topic, ChangeCursor::new(0x20, 1)), 2.0);
+        let join_cursor = |machine: &mut Machine| {
+            let (_, effects) = machine.subscribe(&orders(), true);
+            sent(&effects)
+                .into_iter()
+                .find(|f| f.event == protocol::JOIN)
+                .map(|join| join.payload["cursor"].clone())
+        };
+        assert_eq!(
+            join_cursor(&mut machine),
+            Some(json!("00000000:10/0")),
+            "its data is the page's: it must get the stage change at 20/0 too"
+        );
+        machine.page_hydrated();
+        assert_eq!(
+            join_cursor(&mut machine),
+            Some(json!("00000000:20/1")),
+            "its data is fetched now"
+        );
     }
 
     #[test]
