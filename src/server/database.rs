@@ -58,6 +58,20 @@ pub async fn open(settings: &ServerSettings) -> Result<Database, DatabaseError> 
     let target = format!("{}:{}", options.get_host(), options.get_port());
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
+        // A connection in steady use is known to work: testing it before
+        // each query cost a round trip to PostgreSQL per query (a seventh
+        // of the server's time rendering /orders). One that sat idle may
+        // have lost its server (restarted, or the network dropped), so it is
+        // tested first; one that fails is replaced without the caller seeing.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_AFTER_IDLE {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|source| DatabaseError::Connect {
@@ -74,6 +88,11 @@ pub async fn open(settings: &ServerSettings) -> Result<Database, DatabaseError> 
         created,
     })
 }
+
+/// How long a pooled connection may sit idle before it is tested on its way
+/// out. Far below the time PostgreSQL takes to restart, far above the gaps
+/// between queries under load.
+const TEST_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Realtime streams changes by logical decoding; say plainly at start if the
 /// server cannot do it, rather than failing later.
