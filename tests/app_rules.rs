@@ -98,6 +98,8 @@ async fn a_buyer_cannot_move_production(pool: PgPool) {
             &AdvanceStage {
                 order_id: sweater,
                 client_mutation_id: None,
+                stage_id: None,
+                to: None,
             },
         )
         .await;
@@ -122,6 +124,8 @@ async fn factory_staff_cannot_touch_another_factorys_order(pool: PgPool) {
             &AdvanceStage {
                 order_id: shorts,
                 client_mutation_id: None,
+                stage_id: None,
+                to: None,
             },
         )
         .await;
@@ -147,6 +151,8 @@ async fn advancing_completes_the_current_stage_then_starts_the_next(pool: PgPool
     let advance = AdvanceStage {
         order_id: sweater,
         client_mutation_id: None,
+        stage_id: None,
+        to: None,
     };
     assert_eq!(
         app.call(Some(FACTORY), &advance).await.status,
@@ -165,6 +171,64 @@ async fn advancing_completes_the_current_stage_then_starts_the_next(pool: PgPool
     .unwrap_or_default();
     assert_eq!(statuses[1], ("sewing".into(), "done".into()));
     assert_eq!(statuses[2], ("finishing".into(), "in_progress".into()));
+}
+
+#[sqlx::test]
+async fn a_move_chosen_on_a_page_that_production_has_left_behind_changes_nothing(pool: PgPool) {
+    use threadline::model::StageStatus;
+    let app = TestApp::new(pool).await;
+    // the sweater's sewing is in progress: its page offers "Complete sewing"
+    let sweater = app.order_id("Merino crewneck sweater").await;
+    let stage = |name: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, String)>(
+                "select id, status from production_stages where order_id = $1 and stage = $2",
+            )
+            .bind(sweater)
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_default()
+        }
+    };
+    let (sewing, _) = stage("sewing").await;
+    let complete_sewing = AdvanceStage {
+        order_id: sweater,
+        client_mutation_id: None,
+        stage_id: Some(sewing),
+        to: Some(StageStatus::Done),
+    };
+    // someone else completes it first; the stale click must not start finishing
+    assert_eq!(
+        app.call(Some(FACTORY), &complete_sewing).await.status,
+        StatusCode::OK
+    );
+    let reply = app.call(Some(FACTORY), &complete_sewing).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body["error"], "conflict");
+    assert_eq!(stage("finishing").await.1, "pending");
+    // the move the page offers now goes through
+    let (finishing, _) = stage("finishing").await;
+    let start_finishing = AdvanceStage {
+        order_id: sweater,
+        client_mutation_id: None,
+        stage_id: Some(finishing),
+        to: Some(StageStatus::InProgress),
+    };
+    let wrong_status = AdvanceStage {
+        to: Some(StageStatus::Done),
+        ..start_finishing.clone()
+    };
+    assert_eq!(
+        app.call(Some(FACTORY), &wrong_status).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.call(Some(FACTORY), &start_finishing).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(stage("finishing").await.1, "in_progress");
 }
 
 #[sqlx::test]

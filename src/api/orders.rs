@@ -344,11 +344,16 @@ pub async fn list_factories() -> Result<Vec<Factory>, AppError> {
 }
 
 /// Factory staff (or admins) move production on: the stage in progress is
-/// completed, or else the next stage starts.
+/// completed, or else the next stage starts. `stage_id` and `to` say which
+/// move the person saw (the button they clicked): when production has moved
+/// on meanwhile (another person, another tab), nothing changes and the reply
+/// is a conflict, rather than a different move than the one they chose.
 #[server(output = crate::api::TextJson)]
 pub async fn advance_stage(
     order_id: Uuid,
     client_mutation_id: Option<Uuid>,
+    stage_id: Option<Uuid>,
+    to: Option<crate::model::StageStatus>,
 ) -> Result<(), AppError> {
     use crate::model::{Role, StageStatus};
     let (state, user) = crate::auth::server::require_user().await?;
@@ -365,7 +370,7 @@ pub async fn advance_stage(
     .bind(order_id)
     .fetch_optional(&state.pool)
     .await?;
-    let Some((stage_id, _stage, status)) = current else {
+    let Some((current_id, _stage, status)) = current else {
         return Err(AppError::invalid("every production stage is already done"));
     };
     let next = if status == StageStatus::Pending.as_str() {
@@ -373,6 +378,12 @@ pub async fn advance_stage(
     } else {
         StageStatus::Done
     };
+    if stage_id.is_some_and(|id| id != current_id) || to.is_some_and(|to| to != next) {
+        return Err(AppError::Conflict(
+            "production has moved on since this page showed it; look again and try again".into(),
+        ));
+    }
+    let stage_id = current_id;
     let changed = sqlx::query(
         "update production_stages set status = $2, client_mutation_id = $4 where id = $1 and status = $3",
     )

@@ -78,7 +78,7 @@ pub(super) fn StageTimeline(
                             on:click=move |_| {
                                 mutations.advance.run(
                                     (stage_id, status),
-                                    move |mutation| advance_stage(order_id, Some(mutation)),
+                                    move |mutation| advance_stage(order_id, Some(mutation), Some(stage_id), Some(status)),
                                     move || mutations.detail.refetch(),
                                 );
                             }
