@@ -231,9 +231,14 @@ fn Header() -> impl IntoView {
                         <span class="whoami-name">{user.name.clone()}</span>
                         <span class="role-tag">{user.role.label()}</span>
                     </span>
-                    <ActionForm action=session.logout attr:class="inline-form">
+                    // a plain form, like the new-order form (see there)
+                    <form method="post" action={<Logout as leptos::server_fn::ServerFn>::url()} class="inline-form"
+                        on:submit=move |ev: leptos::ev::SubmitEvent| {
+                            ev.prevent_default();
+                            session.logout.dispatch(Logout {});
+                        }>
                         <button type="submit" class="button ghost">"Sign out"</button>
-                    </ActionForm>
+                    </form>
                 </div>
             })}
         </header>

@@ -1,8 +1,7 @@
 use crate::realtime::Table;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::Form;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::{use_navigate, use_query_map};
 use threadline_realtime::client::{Listen, use_realtime};
 
 use crate::api::orders::{CreateOrder, list_orders, order_counts};
@@ -41,6 +40,19 @@ pub fn OrdersPage() -> impl IntoView {
         |(search, _)| order_counts(search),
     );
     let is_buyer = user.role == Role::Buyer;
+    let search_box = NodeRef::<leptos::html::Input>::new();
+    let navigate = use_navigate();
+    let on_search = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let q = search_box
+            .get()
+            .map(|input| input.value())
+            .unwrap_or_default();
+        navigate(
+            &orders_href(status().as_deref(), Some(q.as_str())),
+            Default::default(),
+        );
+    };
     let chips = move |counts: Option<Vec<StatusCount>>| {
         let count = move |value: Option<OrderStatus>| {
             counts.as_ref().map(|counts| {
@@ -65,11 +77,13 @@ pub fn OrdersPage() -> impl IntoView {
         <Title text="Orders · Threadline"/>
         <div class="page-head">
             <h1>"Orders"</h1>
-            <Form method="GET" action="" attr:class="search">
+            // a plain GET form (it works before the page is interactive);
+            // once it is, a search moves within the app
+            <form method="GET" action="/orders" class="search" on:submit=on_search>
                 <input type="hidden" name="status" prop:value=move || status().unwrap_or_default()/>
-                <input type="search" name="q" placeholder="Search product or PO number"
+                <input type="search" name="q" placeholder="Search product or PO number" node_ref=search_box
                     aria-label="Search orders" prop:value=move || search().unwrap_or_default()/>
-            </Form>
+            </form>
         </div>
         // one boundary for the counts of every chip
         <Transition fallback=move || chips(None)>
@@ -145,6 +159,22 @@ fn order_rows(orders: &[Order]) -> String {
     html
 }
 
+/// The orders list's address for a status filter and a search.
+fn orders_href(status: Option<&str>, search: Option<&str>) -> String {
+    let mut params = Vec::new();
+    if let Some(status) = status.filter(|s| !s.is_empty()) {
+        params.push(format!("status={}", encode_query(status)));
+    }
+    if let Some(q) = search.filter(|q| !q.is_empty()) {
+        params.push(format!("q={}", encode_query(q)));
+    }
+    if params.is_empty() {
+        "/orders".to_string()
+    } else {
+        format!("/orders?{}", params.join("&"))
+    }
+}
+
 #[component]
 fn StatusFilter(
     value: Option<OrderStatus>,
@@ -154,20 +184,7 @@ fn StatusFilter(
     count: Option<i64>,
 ) -> impl IntoView {
     // a chip keeps the search: the filters live in the URL
-    let href = move || {
-        let mut params = Vec::new();
-        if let Some(s) = value {
-            params.push(format!("status={}", s.as_str()));
-        }
-        if let Some(q) = search.get() {
-            params.push(format!("q={}", encode_query(&q)));
-        }
-        if params.is_empty() {
-            "/orders".to_string()
-        } else {
-            format!("/orders?{}", params.join("&"))
-        }
-    };
+    let href = move || orders_href(value.map(OrderStatus::as_str), search.get().as_deref());
     let selected = move || current.get().as_deref() == value.map(OrderStatus::as_str);
     view! {
         <a href=href class=move || if selected() { "chip selected" } else { "chip" }
@@ -184,20 +201,38 @@ fn NewOrderForm(create: ServerAction<CreateOrder>) -> impl IntoView {
     let created = move || matches!(create.value().get(), Some(Ok(_)));
     let form = NodeRef::<leptos::html::Form>::new();
     reset_on_success(create, form);
+    let (product, quantity, due_date) = (NodeRef::new(), NodeRef::new(), NodeRef::new());
+    let notes = NodeRef::<leptos::html::Textarea>::new();
+    // What `ActionForm` does, without the form-data decoder it would bring
+    // into the main Wasm: the form posts to the server function by itself
+    // before the page is interactive; once it is, the action sends it.
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let value = |input: NodeRef<leptos::html::Input>| {
+            input.get().map(|i| i.value()).unwrap_or_default()
+        };
+        create.dispatch(CreateOrder {
+            product: value(product),
+            quantity: value(quantity),
+            due_date: value(due_date),
+            notes: notes.get().map(|n| n.value()),
+        });
+    };
     view! {
         <details class="card new-order">
             <summary>"New order"</summary>
-            <ActionForm action=create node_ref=form attr:class="grid-form">
-                <label>"Product"<input name="product" required maxlength="200" placeholder="e.g. Organic cotton tee"/></label>
-                <label>"Quantity"<input name="quantity" type="number" step="1" required/></label>
-                <label>"Due date"<input name="due_date" type="date" required/></label>
-                <label class="wide">"Notes"<textarea name="notes" rows="2" maxlength="2000"></textarea></label>
+            <form method="post" action={<CreateOrder as leptos::server_fn::ServerFn>::url()} class="grid-form"
+                node_ref=form on:submit=on_submit>
+                <label>"Product"<input name="product" required maxlength="200" placeholder="e.g. Organic cotton tee" node_ref=product/></label>
+                <label>"Quantity"<input name="quantity" type="number" step="1" required node_ref=quantity/></label>
+                <label>"Due date"<input name="due_date" type="date" required node_ref=due_date/></label>
+                <label class="wide">"Notes"<textarea name="notes" rows="2" maxlength="2000" node_ref=notes></textarea></label>
                 <div class="wide form-actions">
                     <FormError message=error/>
                     <Show when=created><p class="success" role="status">"Order placed."</p></Show>
                     <button type="submit" class="button primary">"Place order"</button>
                 </div>
-            </ActionForm>
+            </form>
         </details>
     }
 }
@@ -226,6 +261,17 @@ mod tests {
         );
         assert_eq!(super::encode_query("PO-12"), "PO-12");
         assert_eq!(super::encode_query("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn the_list_address_keeps_only_what_is_set() {
+        assert_eq!(super::orders_href(None, None), "/orders");
+        assert_eq!(super::orders_href(Some(""), Some("")), "/orders");
+        assert_eq!(
+            super::orders_href(Some("in_production"), Some("tee & co")),
+            "/orders?status=in_production&q=tee%20%26%20co"
+        );
+        assert_eq!(super::orders_href(None, Some("PO-7")), "/orders?q=PO-7");
     }
 
     #[test]
