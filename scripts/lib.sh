@@ -97,7 +97,7 @@ ensure_wasm_split() {
 
 # A release bundle is smaller built by the nightly toolchain, with the
 # standard library rebuilt for size and panics aborting at once (no panic
-# messages and none of the formatting they need in the Wasm): about 28 KB
+# messages and none of the formatting they need in the Wasm): about 32 KB
 # less over the wire. It needs nightly's rust-src; without them, or with
 # THREADLINE_STABLE_WASM=1, the stable toolchain builds it as in debug.
 nightly_build_std() {
@@ -125,14 +125,12 @@ build_wasm() {
     fi
     say "the nightly build failed: building with the stable toolchain" >&2
   fi
+  local profile=dev dir=debug
+  if [ "$mode" = release ]; then profile=wasm-release dir=wasm-release; fi
   say "building the browser bundle ($mode)" >&2
-  if [ "$mode" = release ]; then
-    cargo build --lib --target wasm32-unknown-unknown --no-default-features --features hydrate --profile wasm-release >&2 || return 1
-    echo "$ROOT/target/wasm32-unknown-unknown/wasm-release/threadline.wasm"
-  else
-    cargo build --lib --target wasm32-unknown-unknown --no-default-features --features hydrate >&2 || return 1
-    echo "$ROOT/target/wasm32-unknown-unknown/debug/threadline.wasm"
-  fi
+  cargo build --lib --target wasm32-unknown-unknown --no-default-features --features hydrate \
+    --profile "$profile" >&2 || return 1
+  echo "$ROOT/target/wasm32-unknown-unknown/$dir/threadline.wasm"
 }
 
 # build_site <debug|release>: the Wasm bundle, CSS and assets under target/site

@@ -231,7 +231,7 @@ fn Header() -> impl IntoView {
                         <span class="whoami-name">{user.name.clone()}</span>
                         <span class="role-tag">{user.role.label()}</span>
                     </span>
-                    // a plain form, like the new-order form (see there)
+                    // a plain form, like `NewOrderForm` in `routes/orders.rs` (see there)
                     <form method="post" action={<Logout as leptos::server_fn::ServerFn>::url()} class="inline-form"
                         on:submit=move |ev: leptos::ev::SubmitEvent| {
                             ev.prevent_default();

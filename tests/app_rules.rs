@@ -224,6 +224,32 @@ async fn a_move_chosen_on_a_page_that_production_has_left_behind_changes_nothing
         app.call(Some(FACTORY), &wrong_status).await.status,
         StatusCode::CONFLICT
     );
+    // a move that names no status this server knows, or no stage, is
+    // refused as bad input, and nothing moves
+    let token = app.token(FACTORY).await;
+    for body in [
+        format!("order_id={sweater}&stage_id={finishing}&to=sideways"),
+        format!("order_id={sweater}&stage_id=not-a-stage&to=in_progress"),
+    ] {
+        let request = axum::http::Request::builder()
+            .method(axum::http::Method::POST)
+            .uri(<AdvanceStage as leptos::server_fn::ServerFn>::PATH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::from(body.clone()))
+            .expect("request builds");
+        let reply = app.send(request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.body["error"], "invalid", "{body}");
+        assert!(!reply.message().is_empty(), "{body}: a reason");
+        assert_eq!(stage("finishing").await.1, "pending", "{body}");
+    }
     assert_eq!(
         app.call(Some(FACTORY), &start_finishing).await.status,
         StatusCode::OK

@@ -378,16 +378,19 @@ pub async fn advance_stage(
     } else {
         StageStatus::Done
     };
-    if stage_id.is_some_and(|id| id != current_id) || to.is_some_and(|to| to != next) {
-        return Err(AppError::Conflict(
+    let moved_on = || {
+        AppError::Conflict(
             "production has moved on since this page showed it; look again and try again".into(),
-        ));
+        )
+    };
+    if stage_id.is_some_and(|id| id != current_id) || to.is_some_and(|to| to != next) {
+        return Err(moved_on());
     }
-    let stage_id = current_id;
+    // changed by someone else between the read above and here: nothing moves
     let changed = sqlx::query(
         "update production_stages set status = $2, client_mutation_id = $4 where id = $1 and status = $3",
     )
-    .bind(stage_id)
+    .bind(current_id)
     .bind(next.as_str())
     .bind(&status)
     .bind(client_mutation_id)
@@ -395,9 +398,7 @@ pub async fn advance_stage(
     .await?
     .rows_affected();
     if changed == 0 {
-        return Err(AppError::Conflict(
-            "the stage changed meanwhile; reload and try again".into(),
-        ));
+        return Err(moved_on());
     }
     Ok(())
 }

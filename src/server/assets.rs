@@ -51,22 +51,22 @@ impl Assets {
                 lazy: Vec::new(),
             };
         };
-        let script = match hashes(&text).find(|(file, _)| *file == "js") {
-            Some((_, hash)) => pkg.join(format!("{name}.{hash}.js")),
-            None => pkg.join(format!("{name}.js")),
+        let hash_of = |file: &str| hashes(&text).find(|(f, _)| *f == file).map(|(_, h)| h);
+        warn_if_missing(&pkg.join(match hash_of("js") {
+            Some(hash) => format!("{name}.{hash}.js"),
+            None => format!("{name}.js"),
+        }));
+        let css = match hash_of("css") {
+            Some(hash) => format!("/pkg/{name}.{hash}.css"),
+            None => format!("/pkg/{name}.css"),
         };
-        warn_if_missing(&script);
-        let css = hashes(&text).find(|(file, _)| *file == "css").map_or_else(
-            || format!("/pkg/{name}.css"),
-            |(_, hash)| format!("/pkg/{name}.{hash}.css"),
-        );
         // Leptos joins `hash_file` to the server binary's folder: an
         // absolute path replaces that folder.
         let absolute = std::env::current_dir()
             .map(|dir| dir.join(&hash_file))
             .unwrap_or(hash_file);
-        let lazy = match hashes(&text).find(|(file, _)| *file == "manifest") {
-            Some((_, id)) => {
+        let lazy = match hash_of("manifest") {
+            Some(id) => {
                 let path = pkg.join(format!("__wasm_split_manifest.{id}.json"));
                 std::fs::read_to_string(&path)
                     .map_err(|e| e.to_string())

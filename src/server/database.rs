@@ -59,8 +59,8 @@ pub async fn open(settings: &ServerSettings) -> Result<Database, DatabaseError> 
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         // A connection in steady use is known to work: testing it before
-        // each query cost a round trip to PostgreSQL per query (a seventh
-        // of the server's time rendering /orders). One that sat idle may
+        // each query cost a round trip to PostgreSQL per query (about 6% of
+        // the server's time rendering /orders). One that sat idle may
         // have lost its server (restarted, or the network dropped), so it is
         // tested first; one that fails is replaced without the caller seeing.
         .test_before_acquire(false)
