@@ -30,15 +30,20 @@ pub fn hydrate() {
         // subscriptions made from now on come with freshly fetched data
         threadline_realtime::client::page_hydrated();
         // A marker for end-to-end tests (and curious humans) that the page
-        // is interactive.
+        // is interactive, and the moment it became so on the page's own
+        // timeline (what scripts/bench-web reports).
         let _ = body.set_attribute("data-hydrated", "true");
-        prefetch_lazy_modules();
+        if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = performance.mark("threadline:hydrated");
+        }
+        // after the browser has shown the page and answered its first input
+        leptos::prelude::request_idle_callback(prefetch_lazy_modules);
     });
 }
 
-/// Once the page is interactive, the browser fetches the other pages' code
-/// (the lazy routes' modules the server lists in the head) into its cache at
-/// idle priority: opening an order later takes no download, and works when
+/// Once the page is interactive and the browser idle, it fetches the other
+/// pages' code (the lazy routes' modules the server lists in the head) into
+/// its cache at idle priority: opening an order later takes no download, and works when
 /// the network has dropped by then (a module that cannot be fetched when a
 /// page needs it stops the app). A prefetch that fails costs nothing.
 #[cfg(feature = "hydrate")]

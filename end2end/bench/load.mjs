@@ -2,7 +2,10 @@
 // network, cold (empty cache) and warm (the same browser again): bytes over
 // the wire (every response's encoded length, headers included, as
 // Chromium's DevTools protocol counts them) and time until the page has
-// hydrated. Run by scripts/bench-web:
+// hydrated, on the page's own clock: from the start of the navigation to
+// the app's `threadline:hydrated` performance mark (`ms`). Playwright
+// notices the hydrated page some 100-200 ms later, polling from outside;
+// that time, from the call to navigate, is `seen_ms`. Run by scripts/bench-web:
 //   node end2end/bench/load.mjs <base-url> <session-token> <out.json>
 import { writeFileSync } from 'node:fs';
 import { chromium } from '@playwright/test';
@@ -15,7 +18,7 @@ const PROFILES = {
   'Fast 3G': { latency: 562.5, downloadThroughput: (1.6e6 / 8) * 0.9, uploadThroughput: (750e3 / 8) * 0.9 },
   'Slow 4G': { latency: 150, downloadThroughput: (4e6 / 8) * 0.9, uploadThroughput: (3e6 / 8) * 0.9 },
 };
-const RUNS = 3;
+const RUNS = 5;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
@@ -34,13 +37,21 @@ async function visit(page, cdp) {
   const start = Date.now();
   await page.goto(`${baseURL}/orders`, { waitUntil: 'commit' });
   await page.waitForSelector('body[data-hydrated="true"]', { timeout: 120_000 });
-  const ms = Date.now() - start;
+  const seen = Date.now() - start;
+  const ms = await page.evaluate(() => performance.getEntriesByName('threadline:hydrated')[0]?.startTime);
+  if (typeof ms !== 'number') throw new Error('the page hydrated without its threadline:hydrated mark');
   cdp.off('Network.loadingFinished', finished);
   cdp.off('Network.requestWillBeSent', sent);
-  return { ms, bytes, requests };
+  return { ms: Math.round(ms), seen_ms: seen, bytes, requests };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const summary = (visits) => ({
+  ms: median(visits.map((v) => v.ms)),
+  seen_ms: median(visits.map((v) => v.seen_ms)),
+  bytes: median(visits.map((v) => v.bytes)),
+  requests: visits[0].requests,
+});
 const results = {};
 for (const [name, conditions] of Object.entries(PROFILES)) {
   const cold = [];
@@ -66,8 +77,8 @@ for (const [name, conditions] of Object.entries(PROFILES)) {
   }
   results[name] = {
     conditions,
-    cold: { ms: median(cold.map((v) => v.ms)), bytes: median(cold.map((v) => v.bytes)), requests: cold[0].requests },
-    warm: { ms: median(warm.map((v) => v.ms)), bytes: median(warm.map((v) => v.bytes)), requests: warm[0].requests },
+    cold: summary(cold),
+    warm: summary(warm),
   };
   console.log(name, JSON.stringify({ cold: results[name].cold, warm: results[name].warm }));
 }
