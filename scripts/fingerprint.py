@@ -66,6 +66,44 @@ def prefetch_map(loader):
     return needs
 
 
+# A lazy module the browser cannot fetch (the network dropped before the
+# prefetch had it) is fetched again instead of reported as failed: Leptos's
+# lazy routes take a failed load as a panic, which stops the app. The
+# navigation waits, and goes on once the module arrives.
+RETRY = '''
+// Added by scripts/fingerprint.py: a module that cannot be fetched is tried
+// again, at once when the browser is back online, otherwise after 1, 2, 4 ...
+// up to 15 seconds, rather than failing the page that needs it.
+async function untilLoaded(load) {
+    for (let wait = 1000; ; wait = Math.min(wait * 2, 15000)) {
+        try {
+            return await load();
+        } catch (e) {
+            console.warn("could not load a module of the page; trying again", e);
+            await new Promise((resolve) => {
+                const done = () => {
+                    clearTimeout(timer);
+                    removeEventListener("online", done);
+                    resolve();
+                };
+                const timer = setTimeout(done, wait);
+                addEventListener("online", done);
+            });
+        }
+    }
+}
+'''
+
+
+def patient(loader):
+    """The loader, with every lazy load retried until it succeeds (RETRY)."""
+    call = '            await callee();\n'
+    if loader.count(call) != 1:
+        sys.exit('fingerprint: the loader\'s wrapAsyncCb is not as expected '
+                 '(has the format of wasm-split\'s __wasm_split.js changed?)')
+    return loader.replace(call, '            await untilLoaded(callee);\n') + RETRY
+
+
 def main():
     built, pkg = Path(sys.argv[1]), Path(sys.argv[2])
     js = (built / 'threadline.js').read_text()
@@ -75,6 +113,7 @@ def main():
     lazy = sorted(p.name for p in built.iterdir() if re.fullmatch(r'(chunk|split)_\w+\.wasm', p.name))
     lazy_bytes = {name: (built / name).read_bytes() for name in lazy}
 
+    loader = patient(loader)
     needs = prefetch_map(loader)
     unnamed = {name.removesuffix('.wasm') for name in lazy} - {s for stems in needs.values() for s in stems}
     if unnamed:

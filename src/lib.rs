@@ -43,9 +43,10 @@ pub fn hydrate() {
 
 /// Once the page is interactive and the browser idle, it fetches the other
 /// pages' code (the lazy routes' modules the server lists in the head) into
-/// its cache at idle priority: opening an order later takes no download, and works when
-/// the network has dropped by then (a module that cannot be fetched when a
-/// page needs it stops the app). A prefetch that fails costs nothing.
+/// its cache: opening an order later takes no download, and works when the
+/// network has dropped by then. A prefetch that fails costs nothing: a page
+/// that needs a module not fetched yet waits for it (the loader tries again
+/// until it has it, see `scripts/fingerprint.py`).
 #[cfg(feature = "hydrate")]
 fn prefetch_lazy_modules() {
     let Some(document) = web_sys::window().and_then(|w| w.document()) else {

@@ -112,3 +112,35 @@ test('once the page is interactive the other pages\' code is cached: opening mes
   await expect(page.getByRole('heading', { name: 'Orders' })).toBeVisible();
   expect(errors).toEqual([]);
 });
+
+test('opening an order whose code cannot be fetched (the network dropped before the prefetch had it) waits, and opens once the code arrives', async ({
+  browser,
+  baseURL,
+}) => {
+  const page = await userPage(browser, 'buyer@sleek.test');
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // no lazy module can be had: the prefetch fails, and so does the first try
+  // to load the order page's code
+  const lazyModule = /\/pkg\/(split|chunk)_\w+\.[0-9a-f]{16}\.wasm$/;
+  await page.route(lazyModule, (route) => route.abort('internetdisconnected'));
+  const failed: string[] = [];
+  page.on('requestfailed', (r) => {
+    if (lazyModule.test(new URL(r.url()).pathname)) failed.push(new URL(r.url()).pathname);
+  });
+  await page.goto(`${baseURL}/orders`);
+  await hydrated(page);
+  const lazy = (await page.locator('meta[name="threadline-lazy"]').getAttribute('content'))!.split(' ');
+  await expect.poll(() => lazy.filter((url) => !failed.includes(url))).toEqual([]);
+
+  const link = page.locator('tr[data-order-id] a').first();
+  const label = (await link.textContent())!;
+  const before = failed.length;
+  await link.click();
+  await expect.poll(() => failed.slice(before).some((p) => p.includes('split___order_detail'))).toBe(true);
+  // the network is back: the next try loads it, and the order opens
+  await page.unroute(lazyModule);
+  await expect(page).toHaveURL(/\/orders\/[0-9a-f-]{36}$/);
+  await expect(page.getByRole('heading', { level: 1, name: new RegExp(label) })).toBeVisible({ timeout: 20_000 });
+  expect(errors).toEqual([]);
+});
