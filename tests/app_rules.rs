@@ -559,3 +559,58 @@ async fn pages_render_for_a_signed_in_user_and_redirect_visitors(pool: PgPool) {
     let (status, _) = app.get("/no/such/page", Some(&cookie)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test]
+async fn the_bell_counts_every_unread_notification_and_lists_the_newest_fifteen(pool: PgPool) {
+    use threadline::api::notifications::{MarkNotificationsRead, Notifications};
+    let app = TestApp::new(pool.clone()).await;
+    let buyer2 = app.user(BUYER2).await;
+    sqlx::query("delete from notifications where user_id = $1")
+        .bind(buyer2.id)
+        .execute(&pool)
+        .await
+        .expect("clear");
+    let empty = app.call(Some(BUYER2), &Notifications {}).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert_eq!(empty.body["unread"], 0);
+    assert_eq!(empty.body["recent"], serde_json::json!([]));
+
+    // 20 notifications a second apart, the oldest 3 already read
+    sqlx::query(
+        "insert into notifications (user_id, kind, text, link, read_at, created_at) \
+         select $1, 'order_status', 'note ' || i, '/orders', \
+                case when i <= 3 then now() end, now() - make_interval(secs => 100 - i) \
+         from generate_series(1, 20) as i",
+    )
+    .bind(buyer2.id)
+    .execute(&pool)
+    .await
+    .expect("notifications");
+    let texts = |reply: &common::Reply| -> Vec<String> {
+        reply.body["recent"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|n| n["text"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let full = app.call(Some(BUYER2), &Notifications {}).await;
+    assert_eq!(full.body["unread"], 17);
+    let newest: Vec<String> = (6..=20).rev().map(|i| format!("note {i}")).collect();
+    assert_eq!(texts(&full), newest);
+
+    // marking all read leaves nothing unread and the same list
+    let marked = app
+        .call(Some(BUYER2), &MarkNotificationsRead { id: None })
+        .await;
+    assert_eq!(marked.status, StatusCode::OK, "{}", marked.body);
+    let read = app.call(Some(BUYER2), &Notifications {}).await;
+    assert_eq!(read.body["unread"], 0);
+    assert_eq!(texts(&read), newest);
+
+    // another user's notifications are neither counted nor listed
+    let other = app.call(Some(BUYER), &Notifications {}).await;
+    assert!(texts(&other).iter().all(|t| !t.starts_with("note ")));
+}
