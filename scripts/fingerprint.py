@@ -73,13 +73,18 @@ def prefetch_map(loader):
 RETRY = '''
 // Added by scripts/fingerprint.py: a module that cannot be fetched is tried
 // again, at once when the browser is back online, otherwise after 1, 2, 4 ...
-// up to 15 seconds, rather than failing the page that needs it.
+// up to 15 seconds, rather than failing the page that needs it. The page
+// hears of the wait, and of its end (src/components/page_code.rs).
 async function untilLoaded(load) {
-    for (let wait = 1000; ; wait = Math.min(wait * 2, 15000)) {
+    for (let wait = 1000, failed = false; ; wait = Math.min(wait * 2, 15000)) {
         try {
-            return await load();
+            const loaded = await load();
+            if (failed) dispatchEvent(new Event("threadline:module-ready"));
+            return loaded;
         } catch (e) {
             console.warn("could not load a module of the page; trying again", e);
+            failed = true;
+            dispatchEvent(new Event("threadline:module-wait"));
             await new Promise((resolve) => {
                 const done = () => {
                     clearTimeout(timer);

@@ -6,6 +6,7 @@ use leptos_router::{Lazy, LazyRoute, SsrMode, lazy_route, path};
 use crate::auth::api::{Login, Logout};
 use crate::components::connection_status::ConnectionStatusIndicator;
 use crate::components::notification_bell::NotificationBell;
+use crate::components::page_code::WaitingForPageCode;
 use crate::components::toasts::MessageToasts;
 use crate::model::SessionUser;
 use crate::realtime::poll::poll_changes;
@@ -104,6 +105,7 @@ pub fn App() -> impl IntoView {
             <Show when=move || user.get().is_some()>
                 <MessageToasts/>
             </Show>
+            <WaitingForPageCode/>
             <main class="page">
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=|| view! { <Redirect path="/orders"/> }/>

@@ -3,6 +3,7 @@ pub mod connection_status;
 pub mod form_feedback;
 pub mod notification_bell;
 pub mod optimistic;
+pub mod page_code;
 pub mod paging;
 pub mod presence;
 pub mod toasts;

@@ -138,9 +138,12 @@ test('opening an order whose code cannot be fetched (the network dropped before 
   const before = failed.length;
   await link.click();
   await expect.poll(() => failed.slice(before).some((p) => p.includes('split___order_detail'))).toBe(true);
+  const waiting = page.getByRole('status').filter({ hasText: 'Waiting for the network to open this page' });
+  await expect(waiting).toBeVisible();
   // the network is back: the next try loads it, and the order opens
   await page.unroute(lazyModule);
   await expect(page).toHaveURL(/\/orders\/[0-9a-f-]{36}$/);
   await expect(page.getByRole('heading', { level: 1, name: new RegExp(label) })).toBeVisible({ timeout: 20_000 });
+  await expect(waiting).toBeHidden();
   expect(errors).toEqual([]);
 });
