@@ -57,13 +57,14 @@ export function consoleErrors(page: Page): string[] {
 
 /**
  * Console errors other than the browser's own network log: connections
- * refused while a test keeps the server down or blocks the socket, and
- * error statuses of requests the server rightly refuses.
+ * refused while a test keeps the server down or blocks the socket, requests
+ * in flight (a prefetch, a poll) cut when a test kills the server, and error
+ * statuses of requests the server rightly refuses.
  */
 export function unexpectedErrors(page: Page): string[] {
   return consoleErrors(page).filter(
     (e) =>
-      !/WebSocket connection to .* failed|Failed to load resource: (net::ERR_CONNECTION_REFUSED|the server responded with a status of 4\d\d)/.test(e),
+      !/WebSocket connection to .* failed|Failed to load resource: (net::ERR_CONNECTION_(REFUSED|RESET)|the server responded with a status of 4\d\d)/.test(e),
   );
 }
 
