@@ -192,13 +192,15 @@ async fn a_move_chosen_on_a_page_that_production_has_left_behind_changes_nothing
             .unwrap_or_default()
         }
     };
-    let (sewing, _) = stage("sewing").await;
-    let complete_sewing = AdvanceStage {
+    // the move a page's button sends: this stage, to this status
+    let chosen = |stage_id, to| AdvanceStage {
         order_id: sweater,
         client_mutation_id: None,
-        stage_id: Some(sewing),
-        to: Some(StageStatus::Done),
+        stage_id: Some(stage_id),
+        to: Some(to),
     };
+    let (sewing, _) = stage("sewing").await;
+    let complete_sewing = chosen(sewing, StageStatus::Done);
     // someone else completes it first; the stale click must not start finishing
     assert_eq!(
         app.call(Some(FACTORY), &complete_sewing).await.status,
@@ -210,18 +212,11 @@ async fn a_move_chosen_on_a_page_that_production_has_left_behind_changes_nothing
     assert_eq!(stage("finishing").await.1, "pending");
     // the move the page offers now goes through
     let (finishing, _) = stage("finishing").await;
-    let start_finishing = AdvanceStage {
-        order_id: sweater,
-        client_mutation_id: None,
-        stage_id: Some(finishing),
-        to: Some(StageStatus::InProgress),
-    };
-    let wrong_status = AdvanceStage {
-        to: Some(StageStatus::Done),
-        ..start_finishing.clone()
-    };
+    let start_finishing = chosen(finishing, StageStatus::InProgress);
     assert_eq!(
-        app.call(Some(FACTORY), &wrong_status).await.status,
+        app.call(Some(FACTORY), &chosen(finishing, StageStatus::Done))
+            .await
+            .status,
         StatusCode::CONFLICT
     );
     // a move that names no status this server knows, or no stage, is

@@ -1,5 +1,5 @@
 import { expect } from '@playwright/test';
-import { hydrated, test, unexpectedErrors, userPage } from './helpers';
+import { hydrated, pageErrors, test, unexpectedErrors, userPage } from './helpers';
 
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 
@@ -92,8 +92,6 @@ test('once the page is interactive the other pages\' code is cached: opening mes
   baseURL,
 }) => {
   const page = await userPage(browser, 'buyer@sleek.test');
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
   const fetched = new Set<string>();
   page.on('requestfinished', (r) => fetched.add(new URL(r.url()).pathname));
   await page.goto(`${baseURL}/orders`);
@@ -110,7 +108,7 @@ test('once the page is interactive the other pages\' code is cached: opening mes
   // the app is alive: the way back works without a page load
   await page.getByRole('link', { name: 'Orders' }).first().click();
   await expect(page.getByRole('heading', { name: 'Orders' })).toBeVisible();
-  expect(errors).toEqual([]);
+  expect(pageErrors(page)).toEqual([]);
 });
 
 test('opening an order whose code cannot be fetched (the network dropped before the prefetch had it) waits, and opens once the code arrives', async ({
@@ -118,8 +116,6 @@ test('opening an order whose code cannot be fetched (the network dropped before 
   baseURL,
 }) => {
   const page = await userPage(browser, 'buyer@sleek.test');
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
   // no lazy module can be had: the prefetch fails, and so does the first try
   // to load the order page's code
   const lazyModule = /\/pkg\/(split|chunk)_\w+\.[0-9a-f]{16}\.wasm$/;
@@ -145,5 +141,5 @@ test('opening an order whose code cannot be fetched (the network dropped before 
   await expect(page).toHaveURL(/\/orders\/[0-9a-f-]{36}$/);
   await expect(page.getByRole('heading', { level: 1, name: new RegExp(label) })).toBeVisible({ timeout: 20_000 });
   await expect(waiting).toBeHidden();
-  expect(errors).toEqual([]);
+  expect(pageErrors(page)).toEqual([]);
 });

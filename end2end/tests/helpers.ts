@@ -42,17 +42,26 @@ export async function userPage(browser: Browser, email: string): Promise<Page> {
   opened.add(context);
   const page = await context.newPage();
   const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
+  const thrown: string[] = [];
+  page.on('pageerror', (e) => {
+    errors.push(String(e));
+    thrown.push(String(e));
+  });
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(m.text());
   });
-  (page as Page & { consoleErrors: string[] }).consoleErrors = errors;
+  Object.assign(page, { consoleErrors: errors, pageErrors: thrown });
   await signIn(page, email);
   return page;
 }
 
 export function consoleErrors(page: Page): string[] {
   return (page as Page & { consoleErrors?: string[] }).consoleErrors ?? [];
+}
+
+/** Errors thrown in the page and not caught (a panic in the app is one). */
+export function pageErrors(page: Page): string[] {
+  return (page as Page & { pageErrors?: string[] }).pageErrors ?? [];
 }
 
 /**
