@@ -5,6 +5,7 @@ pub mod assets;
 pub mod database;
 pub mod demo;
 pub mod embedded_postgres;
+pub mod page_cache;
 pub mod security;
 pub mod settings;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub sign_ins: Arc<security::AddressLimiter>,
     /// Passwords being hashed at once.
     pub hashing: Arc<tokio::sync::Semaphore>,
+    /// Rendered pages, reused while the database is unchanged.
+    pub pages: Arc<page_cache::PageCache>,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             assets,
             sign_ins: security::sign_in_limiter(settings.server.sign_ins_per_minute),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores.saturating_mul(2))),
+            pages: Arc::default(),
             pool,
             settings: Arc::new(settings),
             auth,
@@ -91,6 +95,10 @@ pub fn app(state: AppState) -> Router {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            page_cache::reuse_pages,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             resolve_session,
@@ -192,7 +200,18 @@ async fn resolve_session(
         return next.run(request).await;
     }
     let public = path == "/login";
-    match crate::auth::server::user_from_headers(&state, request.headers()).await {
+    // a browser's session, looked up with the snapshot its page renders after
+    let found = match crate::auth::server::live_session(&state.pool, request.headers()).await {
+        Ok(Some(session)) => {
+            request
+                .extensions_mut()
+                .insert(page_cache::Snapshot(session.snapshot));
+            Ok(Some(session.user))
+        }
+        Ok(None) => crate::auth::server::bearer_user(&state, request.headers()).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(Some(user)) => {
             request.extensions_mut().insert(user);
         }

@@ -200,6 +200,8 @@ pub async fn online_contacts() -> Result<Vec<Uuid>, AppError> {
         .fetch_all(&state.pool)
         .await?;
     let ids: Vec<Uuid> = contacts.iter().map(|c| c.id).collect();
+    // not in the database: a page showing it is not reused
+    crate::server::page_cache::shows_live_state();
     Ok(state.realtime.hub.online(&ids))
 }
 

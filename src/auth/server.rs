@@ -252,6 +252,10 @@ pub struct LiveSession {
     pub user: SessionUser,
     pub token_hash: Vec<u8>,
     pub expires_at: time::OffsetDateTime,
+    /// The database snapshot (`pg_current_snapshot()`) it was looked up in:
+    /// what a page rendered after the lookup sees at least
+    /// (`server::page_cache`).
+    pub snapshot: String,
 }
 
 /// The session the request's cookie names, if it is live.
@@ -263,37 +267,26 @@ pub async fn live_session(
         return Ok(None);
     };
     let hash = token_hash(&token);
-    let row: Option<(
-        Uuid,
-        String,
-        String,
-        String,
-        Option<Uuid>,
-        time::OffsetDateTime,
-    )> = sqlx::query_as(&format!(
-        "select {USER_COLUMNS}, s.expires_at from sessions s join users u on u.id = s.user_id \
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: SessionUser,
+        expires_at: time::OffsetDateTime,
+        snapshot: String,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select {USER_COLUMNS}, s.expires_at, pg_current_snapshot()::text as snapshot \
+             from sessions s join users u on u.id = s.user_id \
              where s.token_hash = $1 and s.expires_at > now()"
     ))
     .bind(&hash)
     .fetch_optional(pool)
     .await?;
-    let Some((id, email, name, role, factory_id, expires_at)) = row else {
-        return Ok(None);
-    };
-    let role = role.parse().map_err(|e: String| {
-        tracing::error!(error = %e, "a user row has an unknown role");
-        AppError::Internal
-    })?;
-    Ok(Some(LiveSession {
-        user: SessionUser {
-            id,
-            email,
-            name,
-            role,
-            factory_id,
-        },
+    Ok(row.map(|row| LiveSession {
+        user: row.user,
         token_hash: hash,
-        expires_at,
+        expires_at: row.expires_at,
+        snapshot: row.snapshot,
     }))
 }
 
@@ -330,6 +323,14 @@ pub async fn user_from_headers(
     if let Some(user) = session_user(&state.pool, headers).await? {
         return Ok(Some(user));
     }
+    bearer_user(state, headers).await
+}
+
+/// The user a request's bearer token names, if it carries one.
+pub async fn bearer_user(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<SessionUser>, AppError> {
     let Some(token) = bearer_token(headers) else {
         return Ok(None);
     };
