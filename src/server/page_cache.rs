@@ -42,6 +42,8 @@ use crate::model::SessionUser;
 pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// What all stored pages may take together.
 const BUDGET_BYTES: usize = 32 << 20;
+/// How many pages are stored at most.
+const MAX_PAGES: usize = 4096;
 /// Larger pages are served but not stored.
 const MAX_PAGE_BYTES: usize = 1 << 20;
 
@@ -134,8 +136,49 @@ impl Visit {
 }
 
 #[derive(Default)]
+struct Pages {
+    by_key: HashMap<Key, Arc<Page>>,
+    /// What they take together.
+    bytes: usize,
+}
+
+impl Pages {
+    fn remove(&mut self, key: &Key) {
+        if let Some(page) = self.by_key.remove(key) {
+            self.bytes = self.bytes.saturating_sub(page.bytes);
+        }
+    }
+
+    fn is_full_for(&self, bytes: usize) -> bool {
+        self.by_key.len() >= MAX_PAGES || self.bytes.saturating_add(bytes) > BUDGET_BYTES
+    }
+
+    /// Drops what is too old to be served, then the oldest, until a page of
+    /// `bytes` fits.
+    fn make_room(&mut self, bytes: usize) {
+        if !self.is_full_for(bytes) {
+            return;
+        }
+        self.by_key
+            .retain(|_, page| page.rendered.elapsed() < MAX_AGE);
+        self.bytes = self.by_key.values().map(|page| page.bytes).sum();
+        while self.is_full_for(bytes) {
+            let Some(oldest) = self
+                .by_key
+                .iter()
+                .min_by_key(|(_, page)| page.rendered)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct PageCache {
-    pages: Mutex<HashMap<Key, Arc<Page>>>,
+    pages: Mutex<Pages>,
     reused: AtomicU64,
     rendered: AtomicU64,
 }
@@ -155,7 +198,7 @@ impl PageCache {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Page>>> {
+    fn lock(&self) -> MutexGuard<'_, Pages> {
         // the map holds no invariant a panic elsewhere could break
         self.pages
             .lock()
@@ -164,7 +207,7 @@ impl PageCache {
 
     /// The stored page this visit may be served, if any.
     fn reusable(&self, visit: &Visit) -> Option<Arc<Page>> {
-        let page = self.lock().get(&visit.key).cloned()?;
+        let page = self.lock().by_key.get(&visit.key).cloned()?;
         (page.snapshot == visit.snapshot
             && page.user == visit.user
             && page.rendered.elapsed() < MAX_AGE)
@@ -195,21 +238,9 @@ impl PageCache {
         });
         let mut pages = self.lock();
         pages.remove(&visit.key);
-        pages.retain(|_, page| page.rendered.elapsed() < MAX_AGE);
-        let mut used: usize = pages.values().map(|page| page.bytes).sum();
-        while used.saturating_add(page.bytes) > BUDGET_BYTES {
-            let Some(oldest) = pages
-                .iter()
-                .min_by_key(|(_, page)| page.rendered)
-                .map(|(key, _)| key.clone())
-            else {
-                break;
-            };
-            if let Some(evicted) = pages.remove(&oldest) {
-                used = used.saturating_sub(evicted.bytes);
-            }
-        }
-        pages.insert(visit.key, page);
+        pages.make_room(page.bytes);
+        pages.bytes = pages.bytes.saturating_add(page.bytes);
+        pages.by_key.insert(visit.key, page);
     }
 }
 
@@ -362,8 +393,11 @@ mod tests {
                 &big,
             );
         }
-        let used: usize = cache.lock().values().map(|p| p.bytes).sum();
+        let pages = cache.lock();
+        let used: usize = pages.by_key.values().map(|p| p.bytes).sum();
+        assert_eq!(used, pages.bytes);
         assert!(used <= BUDGET_BYTES);
+        drop(pages);
         assert!(
             cache.reusable(&visit("/p0", "1:1:", "N")).is_none(),
             "oldest evicted"
