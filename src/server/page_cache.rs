@@ -159,8 +159,10 @@ impl Pages {
         if !self.is_full_for(bytes) {
             return;
         }
+        // one reading of the clock for all of them
+        let now = Instant::now();
         self.by_key
-            .retain(|_, page| page.rendered.elapsed() < MAX_AGE);
+            .retain(|_, page| now.saturating_duration_since(page.rendered) < MAX_AGE);
         self.bytes = self.by_key.values().map(|page| page.bytes).sum();
         while self.is_full_for(bytes) {
             let Some(oldest) = self
