@@ -196,7 +196,10 @@ SSR_TRIES = [
      'one query less per page; one client at a time p50 2.30 → 1.88 ms'),
     ('rendered pages served again while the database is unchanged (same snapshot, same person, same address; '
      'a fresh nonce each time)', 'the same page 637 → 6,300 requests/s with 8 clients (server CPU per page '
-     '1.79 → 0.15 ms, PostgreSQL 1.22 → 0.12 ms: only the session lookup); rendering itself is unchanged'),
+     '1.79 → 0.15 ms, PostgreSQL 1.22 → 0.12 ms: only the session lookup). A page rendered costs the same as before '
+     'when its address was stored already (A/B against the build before, with 3,000 commits/s so that every visit '
+     'renders: within noise); a new address every time costs ~0.1–0.4 ms more server CPU (each page is stored and '
+     'never asked for again)'),
     ('tried, not kept: a covering index for the rows\' progress (`production_stages (order_id) include (status, '
      'progress)`): the subquery reads the index only (156 → 105 buffers for 50 rows)',
      'PostgreSQL\'s CPU per page 0.93–1.08 → 0.96–1.00 ms, within noise'),
@@ -266,6 +269,15 @@ w('Produced by `./scripts/bench` (real runs of this code; do not edit by hand).\
 w(f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} memory, Linux {m['kernel']}; "
   f"file descriptors per process: {fds:,}. Commit {m['commit']}, {m['date']}. The load generator, the server "
   'and PostgreSQL share the machine; the generator\'s own cost is shown with each scenario.\n')
+def measured_at(*names):
+    times = [os.path.getmtime(os.path.join(results, f'{n}.json')) for n in names]
+    fmt = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
+    return fmt(min(times)) if fmt(min(times)) == fmt(max(times)) else f'{fmt(min(times))} – {fmt(max(times))}'
+
+
+w(f"When each part was measured (UTC; `scripts/bench` runs them all, a part run on its own keeps the others' "
+  f"earlier results): the realtime scenarios {measured_at('latency', 'fanout', 'capture', 'idle', 'resume', 'bigtx', 'abuse', 'servers')}, "
+  f"the bundle, loads and rendering {measured_at('web')}, the lists {measured_at('lists')}.\n")
 w('| scenario | target | measured | |')
 w('|---|---|---|---|')
 for name, target, measured, met in rows:
@@ -415,7 +427,8 @@ w('')
 w('## Lists at a real factory\'s size\n')
 w(f"`bench/dataset.sql` (100,000 orders, 600,000 stages, 300,000 updates, 200,000 messages over 50 buyers and "
   f"10 factories) loaded in {lists['load_seconds']:.0f} s. As a buyer with {lists['buyer_orders']:,} orders, "
-  'measured with wrk for 5 s each (the server renders the whole page; `next` is "load more", the '
+  'measured with wrk for 5 s each (the server renders the whole page, a new address every time so that none is '
+  'served again from the page cache; `next` is "load more", the '
   '`list_orders` server function returning the first page and the one after it):\n')
 w('| request | p50, one client | p99, one client | requests/s, 8 clients | p50, 8 clients |')
 w('|---|---|---|---|---|')
