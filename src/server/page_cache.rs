@@ -284,7 +284,7 @@ pub async fn reuse_pages(
         Ok(html) => html,
         Err(e) => {
             tracing::error!(error = %e, "a page failed while it rendered");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::error::AppError::Internal.into_response();
         }
     };
     if !live.0.load(Ordering::Relaxed) {

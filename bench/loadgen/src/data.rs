@@ -126,12 +126,16 @@ pub async fn write_at_rate(pool: &PgPool, orders: Vec<Uuid>, rate: u64, seconds:
     let period = std::time::Duration::from_secs_f64(1.0 / per_writer);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     let orders = std::sync::Arc::new(orders);
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let pool = pool.clone();
         let orders = orders.clone();
+        // the writers take turns (writer w starts w/writers of a period in),
+        // so the commits come as a steady stream, not in bursts of `writers`
+        let offset = period.mul_f64(w as f64 / writers as f64);
         tasks.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
+            let mut ticker = tokio::time::interval_at(start + offset, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut written = 0u64;
             let mut k = w;

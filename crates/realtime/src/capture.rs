@@ -311,8 +311,12 @@ impl Capture {
                             out.push(Step::Processed(end));
                         } else {
                             self.metrics.transactions_captured.inc();
+                            self.metrics
+                                .commit_to_capture_seconds
+                                .observe(crate::metrics::seconds_since(tx.commit_micros));
                             out.push(Step::Commit {
                                 xid: tx.xid,
+                                commit_micros: tx.commit_micros,
                                 end,
                                 changes: self.publishable(&mut tx),
                             });

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub transactions_captured: Counter,
     pub messages_sent: Counter,
     pub commit_to_send_seconds: Histogram,
+    /// The stages before the send: the capture has the commit decoded, and
+    /// the visibility gate has handed it to the hub.
+    pub commit_to_capture_seconds: Histogram,
+    pub commit_to_publish_seconds: Histogram,
     pub replication_lag_bytes: Gauge,
     pub resumes: Counter,
     pub resets: Counter,
@@ -71,6 +75,13 @@ impl Default for Metrics {
     }
 }
 
+/// Seconds from `commit_micros` (microseconds since the Unix epoch) to now.
+pub fn seconds_since(commit_micros: i64) -> f64 {
+    let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
+        .unwrap_or(i64::MAX);
+    now.saturating_sub(commit_micros).max(0) as f64 / 1e6
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("threadline_realtime");
@@ -81,6 +92,8 @@ impl Metrics {
             transactions_captured: Counter::default(),
             messages_sent: Counter::default(),
             commit_to_send_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            commit_to_capture_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            commit_to_publish_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             replication_lag_bytes: Gauge::default(),
             resumes: Counter::default(),
             resets: Counter::default(),
@@ -122,6 +135,16 @@ impl Metrics {
             "commit_to_send_seconds",
             "Time from a change's commit to its event being written to a socket",
             metrics.commit_to_send_seconds.clone(),
+        );
+        registry.register(
+            "commit_to_capture_seconds",
+            "Time from a transaction's commit to the capture having it decoded",
+            metrics.commit_to_capture_seconds.clone(),
+        );
+        registry.register(
+            "commit_to_publish_seconds",
+            "Time from a transaction's commit to the hub having it (visible to new snapshots)",
+            metrics.commit_to_publish_seconds.clone(),
         );
         registry.register(
             "replication_lag_bytes",

@@ -494,12 +494,10 @@ fn change_message(vsn: Vsn, channel: &Channel, delivery: &Delivery) -> Message {
 
 fn record_sent(realtime: &Realtime, commit_micros: i64) {
     realtime.metrics.messages_sent.inc();
-    let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
-        .unwrap_or(i64::MAX);
     realtime
         .metrics
         .commit_to_send_seconds
-        .observe(now.saturating_sub(commit_micros).max(0) as f64 / 1e6);
+        .observe(crate::metrics::seconds_since(commit_micros));
 }
 
 fn close(code: u16, reason: &str) -> Message {

@@ -32,6 +32,7 @@ pub enum Step {
     /// A whole transaction with changes of the published tables.
     Commit {
         xid: u32,
+        commit_micros: i64,
         end: u64,
         changes: Vec<Published>,
     },
@@ -81,8 +82,16 @@ impl Gate<'_> {
             let mut position = *acked.borrow();
             for step in batch.drain(..) {
                 match step {
-                    Step::Commit { end, changes, .. } => {
+                    Step::Commit {
+                        end,
+                        changes,
+                        commit_micros,
+                        ..
+                    } => {
                         self.hub.publish(changes);
+                        self.metrics
+                            .commit_to_publish_seconds
+                            .observe(crate::metrics::seconds_since(commit_micros));
                         position = position.max(end);
                     }
                     Step::Begin { .. } => {}
