@@ -39,15 +39,18 @@ impl Server {
                 .env("THREADLINE_MAX_CHANNELS_PER_USER", "1000000")
                 .env("THREADLINE_MAX_BINDINGS_PER_USER", "1000000");
         }
+        if args.scenario == crate::args::Scenario::Resume {
+            // it keeps 100,000 whole-row updates (old and new rows): past
+            // the default 256 MB budget they would be a reset. The others
+            // keep the default budget, so their memory is what a server's is.
+            command.env("THREADLINE_RETENTION_MB", "2048");
+        }
         let child = command
             .arg("serve")
             .env("DATABASE_URL", &args.database_url)
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
             .env("THREADLINE_REALTIME_SLOT", slot)
             .env("THREADLINE_RETENTION_CHANGES", "250000")
-            // the resume scenario keeps 100,000 whole-row updates (old and
-            // new rows): past the default 256 MB budget they would be a reset
-            .env("THREADLINE_RETENTION_MB", "2048")
             .env("THREADLINE_QUEUE_SIZE", "8192")
             .env("THREADLINE_DEMO", "1")
             .env("THREADLINE_METRICS_TOKEN", crate::data::METRICS_TOKEN)
