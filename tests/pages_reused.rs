@@ -125,11 +125,15 @@ async fn twice_while_quiet(app: &TestApp, path: &str, cookie: &str) -> (Page, Pa
     panic!("the cluster was never quiet for two page visits");
 }
 
-async fn sql(pool: &PgPool, statement: &str) {
+/// Visits `/orders` (so that a page is stored), commits `statement` as a
+/// writer other than the app, and returns the next visit.
+async fn orders_after(app: &TestApp, cookie: &str, statement: &str) -> Page {
+    open(app, "/orders", cookie).await;
     sqlx::query(statement)
-        .execute(pool)
+        .execute(&app.pool)
         .await
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    open(app, "/orders", cookie).await
 }
 
 #[sqlx::test]
@@ -149,23 +153,22 @@ async fn a_page_is_served_again_only_while_nothing_is_committed(pool: PgPool) {
     assert!(!second.body.contains(first.allowed_nonce()));
 
     // a writer other than the app
-    sql(
-        &app.pool,
+    let third = orders_after(
+        &app,
+        &cookie,
         "update orders set product = 'Linen shirt, renamed in psql' where product = 'Linen camp shirt'",
     )
     .await;
-    let third = open(&app, "/orders", &cookie).await;
     assert!(third.lists("Linen shirt, renamed in psql"));
     assert!(!third.lists("Linen camp shirt"));
 
     // a table the realtime stream does not carry
-    open(&app, "/orders", &cookie).await;
-    sql(
-        &app.pool,
+    let fourth = orders_after(
+        &app,
+        &cookie,
         "update factories set name = 'Dhaka Knit Co' where name = 'Dhaka Knitwear Ltd'",
     )
     .await;
-    let fourth = open(&app, "/orders", &cookie).await;
     assert!(fourth.body.contains("Dhaka Knit Co"));
     assert!(!fourth.body.contains("Dhaka Knitwear Ltd"));
 
@@ -184,37 +187,35 @@ async fn rights_and_sessions_count_as_the_database_has_them_now(pool: PgPool) {
     assert!(!page.lists("Canvas tote bag"));
 
     // the order goes to another factory
-    sql(
-        &app.pool,
+    let page = orders_after(
+        &app,
+        &cookie,
         "update orders set factory_id = (select id from factories where name = 'Porto Stitch Works') \
          where product = 'Wool overcoat'",
     )
     .await;
-    let page = open(&app, "/orders", &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.lists("Wool overcoat"));
 
     // the person moves to that factory
-    open(&app, "/orders", &cookie).await;
-    sql(
-        &app.pool,
+    let page = orders_after(
+        &app,
+        &cookie,
         "update users set factory_id = (select id from factories where name = 'Porto Stitch Works') \
          where email = 'factory@sleek.test'",
     )
     .await;
-    let page = open(&app, "/orders", &cookie).await;
     assert!(page.lists("Canvas tote bag"));
     assert!(page.lists("Wool overcoat"));
     assert!(!page.lists("Linen camp shirt"));
 
     // signed out elsewhere
-    open(&app, "/orders", &cookie).await;
-    sql(
-        &app.pool,
+    let page = orders_after(
+        &app,
+        &cookie,
         "delete from sessions where user_id = (select id from users where email = 'factory@sleek.test')",
     )
     .await;
-    let page = open(&app, "/orders", &cookie).await;
     assert!(page.status.is_redirection(), "{}", page.status);
     assert_eq!(page.location.as_deref(), Some("/login"));
     assert!(!page.lists("Canvas tote bag"));
