@@ -46,6 +46,9 @@ const BUDGET_BYTES: usize = 32 << 20;
 const MAX_PAGES: usize = 4096;
 /// Larger pages are served but not stored.
 const MAX_PAGE_BYTES: usize = 1 << 20;
+/// Pages at longer addresses are served but not stored (an address is the
+/// visitor's to choose: this bounds what the keys take).
+const MAX_ADDRESS_BYTES: usize = 2048;
 
 /// The snapshot a page request's session was looked up in.
 #[derive(Clone, Debug)]
@@ -220,7 +223,10 @@ impl PageCache {
         let Ok(text) = std::str::from_utf8(html) else {
             return;
         };
-        if visit.nonce.is_empty() || html.len() > MAX_PAGE_BYTES {
+        if visit.nonce.is_empty()
+            || html.len() > MAX_PAGE_BYTES
+            || visit.key.address.len() > MAX_ADDRESS_BYTES
+        {
             return;
         }
         let mut pieces = Vec::new();
@@ -360,6 +366,17 @@ mod tests {
             cache
                 .reusable(&visit("/orders?q=x", "5:5:", "N2"))
                 .is_none()
+        );
+        let long = format!("/orders?q={}", "x".repeat(MAX_ADDRESS_BYTES));
+        cache.store(
+            visit(&long, "5:5:", "N1"),
+            Instant::now(),
+            HeaderMap::new(),
+            &html,
+        );
+        assert!(
+            cache.reusable(&visit(&long, "5:5:", "N2")).is_none(),
+            "not stored"
         );
         let mut promoted = visit("/orders", "5:5:", "N2");
         promoted.user.role = Role::Admin;
