@@ -136,11 +136,9 @@ async fn orders_after(app: &TestApp, cookie: &str, statement: &str) -> Page {
     open(app, "/orders", cookie).await
 }
 
-#[sqlx::test]
-async fn a_page_is_served_again_only_while_nothing_is_committed(pool: PgPool) {
-    let app = TestApp::new(pool).await;
-    let cookie = session(&app, BUYER).await;
-    let (first, second) = twice_while_quiet(&app, "/orders", &cookie).await;
+async fn a_page_is_served_again_only_while_nothing_is_committed(app: &TestApp) {
+    let cookie = session(app, BUYER).await;
+    let (first, second) = twice_while_quiet(app, "/orders", &cookie).await;
     assert_eq!(first.status, StatusCode::OK);
     assert!(first.lists("Linen camp shirt"));
     assert_eq!(second.without_nonce(), first.without_nonce());
@@ -154,7 +152,7 @@ async fn a_page_is_served_again_only_while_nothing_is_committed(pool: PgPool) {
 
     // a writer other than the app
     let third = orders_after(
-        &app,
+        app,
         &cookie,
         "update orders set product = 'Linen shirt, renamed in psql' where product = 'Linen camp shirt'",
     )
@@ -164,7 +162,7 @@ async fn a_page_is_served_again_only_while_nothing_is_committed(pool: PgPool) {
 
     // a table the realtime stream does not carry
     let fourth = orders_after(
-        &app,
+        app,
         &cookie,
         "update factories set name = 'Dhaka Knit Co' where name = 'Dhaka Knitwear Ltd'",
     )
@@ -173,22 +171,20 @@ async fn a_page_is_served_again_only_while_nothing_is_committed(pool: PgPool) {
     assert!(!fourth.body.contains("Dhaka Knitwear Ltd"));
 
     // another address is another page
-    let filtered = open(&app, "/orders?status=cancelled", &cookie).await;
+    let filtered = open(app, "/orders?status=cancelled", &cookie).await;
     assert!(filtered.lists("Rain shell parka"));
     assert!(!filtered.lists("Fleece zip hoodie"));
 }
 
-#[sqlx::test]
-async fn rights_and_sessions_count_as_the_database_has_them_now(pool: PgPool) {
-    let app = TestApp::new(pool).await;
-    let cookie = session(&app, STAFF).await;
-    let (_, page) = twice_while_quiet(&app, "/orders", &cookie).await;
+async fn rights_and_sessions_count_as_the_database_has_them_now(app: &TestApp) {
+    let cookie = session(app, STAFF).await;
+    let (_, page) = twice_while_quiet(app, "/orders", &cookie).await;
     assert!(page.lists("Wool overcoat"));
     assert!(!page.lists("Canvas tote bag"));
 
     // the order goes to another factory
     let page = orders_after(
-        &app,
+        app,
         &cookie,
         "update orders set factory_id = (select id from factories where name = 'Porto Stitch Works') \
          where product = 'Wool overcoat'",
@@ -199,7 +195,7 @@ async fn rights_and_sessions_count_as_the_database_has_them_now(pool: PgPool) {
 
     // the person moves to that factory
     let page = orders_after(
-        &app,
+        app,
         &cookie,
         "update users set factory_id = (select id from factories where name = 'Porto Stitch Works') \
          where email = 'factory@sleek.test'",
@@ -211,7 +207,7 @@ async fn rights_and_sessions_count_as_the_database_has_them_now(pool: PgPool) {
 
     // signed out elsewhere
     let page = orders_after(
-        &app,
+        app,
         &cookie,
         "delete from sessions where user_id = (select id from users where email = 'factory@sleek.test')",
     )
@@ -221,34 +217,43 @@ async fn rights_and_sessions_count_as_the_database_has_them_now(pool: PgPool) {
     assert!(!page.lists("Canvas tote bag"));
 }
 
-#[sqlx::test]
-async fn two_people_never_get_each_others_page(pool: PgPool) {
-    let app = TestApp::new(pool).await;
-    let (one, two) = (session(&app, BUYER).await, session(&app, BUYER2).await);
+async fn two_people_never_get_each_others_page(app: &TestApp) {
+    let (one, two) = (session(app, BUYER).await, session(app, BUYER2).await);
     for _ in 0..2 {
-        for page in <[Page; 2]>::from(twice_while_quiet(&app, "/orders", &one).await) {
+        for page in <[Page; 2]>::from(twice_while_quiet(app, "/orders", &one).await) {
             assert!(page.lists("Linen camp shirt"));
             assert!(!page.lists("Wool overcoat"));
         }
-        for page in <[Page; 2]>::from(twice_while_quiet(&app, "/orders", &two).await) {
+        for page in <[Page; 2]>::from(twice_while_quiet(app, "/orders", &two).await) {
             assert!(page.lists("Wool overcoat"));
             assert!(!page.lists("Linen camp shirt"));
         }
     }
 }
 
-#[sqlx::test]
-async fn a_page_showing_who_is_online_is_rendered_every_time(pool: PgPool) {
-    let app = TestApp::new(pool).await;
-    let cookie = session(&app, BUYER).await;
+async fn a_page_showing_who_is_online_is_rendered_every_time(app: &TestApp) {
+    let cookie = session(app, BUYER).await;
     let before = app.state.pages.counts();
     for _ in 0..2 {
-        let page = open(&app, "/messages?tab=compose", &cookie).await;
+        let page = open(app, "/messages?tab=compose", &cookie).await;
         assert_eq!(page.status, StatusCode::OK);
     }
     let after = app.state.pages.counts();
     assert_eq!(after.reused, before.reused);
     assert_eq!(after.rendered, before.rendered + 2);
     // while the inbox, all from the database, is served again
-    twice_while_quiet(&app, "/messages", &cookie).await;
+    twice_while_quiet(app, "/messages", &cookie).await;
+}
+
+/// One database for the whole file, the parts in turn: `#[sqlx::test]`s in
+/// parallel share its master pool across their runtimes, which can stall a
+/// test's setup or clean-up when the runtime a connection was made on has
+/// ended; and these visits want a quiet cluster besides.
+#[sqlx::test]
+async fn pages_are_served_again_only_as_a_fresh_render_would_show_them(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    two_people_never_get_each_others_page(&app).await;
+    a_page_showing_who_is_online_is_rendered_every_time(&app).await;
+    a_page_is_served_again_only_while_nothing_is_committed(&app).await;
+    rights_and_sessions_count_as_the_database_has_them_now(&app).await;
 }
