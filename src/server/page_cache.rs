@@ -39,7 +39,7 @@ use super::security::PageNonce;
 use crate::model::SessionUser;
 
 /// How long a stored page is reused at most, however quiet the database.
-pub const MAX_AGE: Duration = Duration::from_secs(10);
+const MAX_AGE: Duration = Duration::from_secs(10);
 /// What all stored pages may take together.
 const BUDGET_BYTES: usize = 32 << 20;
 /// How many pages are stored at most.
