@@ -1,11 +1,13 @@
 //! One captured row change, as the hub keeps and sends it. Its payload is
 //! serialized once per way of seeing it and shared by every subscriber.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use crate::access::{Audience, Viewer};
 use crate::cursor::ChangeCursor;
-use crate::protocol::{ChangeKind, json_string};
+
+use crate::protocol::{ChangeKind, json_string, push_json_string};
 
 /// A published table as logical decoding describes it.
 #[derive(Debug)]
@@ -246,6 +248,19 @@ impl Change {
         visibility: Visibility,
         select: Option<&[String]>,
     ) -> String {
+        let mut out = String::with_capacity(self.data_json.len().saturating_add(64));
+        self.write_payload(&mut out, ids, visibility, select);
+        out
+    }
+
+    /// Appends [`Change::payload_json`] to `out`.
+    pub fn write_payload(
+        &self,
+        out: &mut String,
+        ids: &[u64],
+        visibility: Visibility,
+        select: Option<&[String]>,
+    ) {
         let selected;
         let data = match (visibility, select) {
             (_, Some(select)) => {
@@ -260,31 +275,32 @@ impl Change {
                 .moved_out_json
                 .get_or_init(|| self.render_data(Visibility::MovedOut, None)),
         };
-        let mut out = String::with_capacity(data.len() + 64);
         out.push_str("{\"ids\":[");
         for (i, id) in ids.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&id.to_string());
+            let _ = write!(out, "{id}");
         }
         out.push_str("],\"data\":");
         out.push_str(data);
-        out.push_str(",\"cursor\":\"");
-        out.push_str(&self.cursor.to_string());
-        out.push_str("\"}");
-        out
+        let _ = write!(out, ",\"cursor\":\"{}\"}}", self.cursor);
+    }
+
+    /// About how long [`Change::payload_json`] is.
+    pub fn payload_len(&self) -> usize {
+        self.data_json.len().saturating_add(64)
     }
 
     fn render_data(&self, visibility: Visibility, select: Option<&[String]>) -> String {
         let (kind, _) = self.seen_as(visibility);
         let mut out = String::with_capacity(256);
         out.push_str("{\"schema\":");
-        out.push_str(&json_string(&self.table.schema));
+        push_json_string(&mut out, &self.table.schema);
         out.push_str(",\"table\":");
-        out.push_str(&json_string(&self.table.name));
+        push_json_string(&mut out, &self.table.name);
         out.push_str(",\"commit_timestamp\":");
-        out.push_str(&json_string(&rfc3339_micros(self.commit_micros)));
+        push_json_string(&mut out, &rfc3339_micros(self.commit_micros));
         out.push_str(",\"type\":\"");
         out.push_str(kind.as_str());
         out.push_str("\",\"columns\":");
@@ -316,35 +332,35 @@ impl Change {
                 out.push(',');
             }
             first = false;
-            out.push_str(&json_string(&column.name));
+            push_json_string(out, &column.name);
             out.push(':');
             match value {
                 None => out.push_str("null"),
-                Some(text) => out.push_str(&json_value(&column.type_name, text)),
+                Some(text) => push_json_value(out, &column.type_name, text),
             }
         }
         out.push('}');
     }
 }
 
-/// A PostgreSQL text value as JSON, typed the way Supabase Realtime sends it
-/// (realtime-js converts further by the column types it is given).
-fn json_value(type_name: &str, text: &str) -> String {
+/// Appends a PostgreSQL text value as JSON, typed the way Supabase Realtime
+/// sends it (realtime-js converts further by the column types it is given).
+fn push_json_value(out: &mut String, type_name: &str, text: &str) {
     match type_name {
         "bool" => match text {
-            "t" => "true".into(),
-            "f" => "false".into(),
-            other => json_string(other),
+            "t" => out.push_str("true"),
+            "f" => out.push_str("false"),
+            other => push_json_string(out, other),
         },
         "int2" | "int4" | "int8" | "oid" | "float4" | "float8" | "numeric"
             if serde_json::from_str::<serde_json::Number>(text).is_ok() =>
         {
-            text.to_string()
+            out.push_str(text)
         }
         "json" | "jsonb" if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-            text.to_string()
+            out.push_str(text)
         }
-        _ => json_string(text),
+        _ => push_json_string(out, text),
     }
 }
 

@@ -195,8 +195,7 @@ impl<'a> RawFrame<'a> {
     }
 }
 
-/// Encodes a message whose payload is already JSON text (the hot path: a
-/// change's payload is serialized once and shared by every subscriber).
+/// Encodes a message whose payload is already JSON text.
 pub fn encode_raw(
     vsn: Vsn,
     join_ref: Option<&str>,
@@ -205,33 +204,63 @@ pub fn encode_raw(
     event: &str,
     payload_json: &str,
 ) -> String {
-    let quote = |s: Option<&str>| s.map_or_else(|| "null".to_string(), json_string);
-    let mut out = String::with_capacity(payload_json.len() + topic.len() + event.len() + 64);
+    encode_with(
+        vsn,
+        join_ref,
+        msg_ref,
+        topic,
+        event,
+        payload_json.len(),
+        |out| out.push_str(payload_json),
+    )
+}
+
+/// Encodes a message whose payload `write_payload` appends as JSON text, in
+/// one buffer (the hot path: a change's payload is written straight into
+/// its frame); `payload_len`: about how long it will be.
+pub fn encode_with(
+    vsn: Vsn,
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload_len: usize,
+    write_payload: impl FnOnce(&mut String),
+) -> String {
+    let quote = |out: &mut String, s: Option<&str>| match s {
+        Some(s) => push_json_string(out, s),
+        None => out.push_str("null"),
+    };
+    let capacity = payload_len
+        .saturating_add(topic.len())
+        .saturating_add(event.len())
+        .saturating_add(64);
+    let mut out = String::with_capacity(capacity);
     match vsn {
         Vsn::V2 => {
             out.push('[');
-            out.push_str(&quote(join_ref));
+            quote(&mut out, join_ref);
             out.push(',');
-            out.push_str(&quote(msg_ref));
+            quote(&mut out, msg_ref);
             out.push(',');
-            out.push_str(&json_string(topic));
+            push_json_string(&mut out, topic);
             out.push(',');
-            out.push_str(&json_string(event));
+            push_json_string(&mut out, event);
             out.push(',');
-            out.push_str(payload_json);
+            write_payload(&mut out);
             out.push(']');
         }
         Vsn::V1 => {
             out.push_str("{\"join_ref\":");
-            out.push_str(&quote(join_ref));
+            quote(&mut out, join_ref);
             out.push_str(",\"ref\":");
-            out.push_str(&quote(msg_ref));
+            quote(&mut out, msg_ref);
             out.push_str(",\"topic\":");
-            out.push_str(&json_string(topic));
+            push_json_string(&mut out, topic);
             out.push_str(",\"event\":");
-            out.push_str(&json_string(event));
+            push_json_string(&mut out, event);
             out.push_str(",\"payload\":");
-            out.push_str(payload_json);
+            write_payload(&mut out);
             out.push('}');
         }
     }
@@ -239,7 +268,25 @@ pub fn encode_raw(
 }
 
 pub fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    let mut out = String::with_capacity(s.len().saturating_add(2));
+    push_json_string(&mut out, s);
+    out
+}
+
+/// Appends `s` as a JSON string. Most text needs no escaping (only `"`,
+/// `\` and control characters do) and is copied as is; the rest goes
+/// through serde_json.
+pub fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        match serde_json::to_string(s) {
+            Ok(escaped) => out.push_str(&escaped),
+            Err(_) => out.push_str("\"\""),
+        }
+    }
 }
 
 /// The payload of `phx_join`.
@@ -420,6 +467,45 @@ pub enum Notice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for text in [
+            "",
+            "realtime:orders",
+            "say \"hi\"",
+            "back\\slash",
+            "line\nbreak\ttab\u{1}\u{1f}",
+            "del\u{7f} and é, 漢字, 🧵",
+        ] {
+            let mut out = String::from("x");
+            push_json_string(&mut out, text);
+            let expected = serde_json::to_string(text).map(|json| format!("x{json}"));
+            assert_eq!(Ok(out), expected.map_err(|e| e.to_string()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_payload_written_in_place_makes_the_same_frame() {
+        for vsn in [Vsn::V1, Vsn::V2] {
+            let payload = r#"{"a":[1,"two"]}"#;
+            let raw = encode_raw(vsn, Some("1"), None, "realtime:\"q\"", "ev", payload);
+            let written = encode_with(vsn, Some("1"), None, "realtime:\"q\"", "ev", 0, |out| {
+                out.push_str(payload)
+            });
+            assert_eq!(raw, written);
+            let frame = Frame::decode(&written, vsn).map_err(|e| e.to_string());
+            assert_eq!(
+                frame.map(|f| (f.join_ref, f.msg_ref, f.topic, f.payload["a"][1].clone())),
+                Ok((
+                    Some("1".to_string()),
+                    None,
+                    "realtime:\"q\"".to_string(),
+                    serde_json::json!("two")
+                ))
+            );
+        }
+    }
 
     #[test]
     fn both_serializers_round_trip() {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::cursor::ChangeCursor;
 use crate::engine::Realtime;
@@ -25,7 +26,7 @@ use crate::hub::{
 };
 use crate::metrics::ErrorKind;
 use crate::ports::Principal;
-use crate::protocol::{self, ChangeKind, Notice, Vsn, encode_raw};
+use crate::protocol::{self, ChangeKind, Notice, Vsn, encode_raw, encode_with};
 use crate::session::{Next, Session, system_frame};
 
 const CATCH_UP_BATCH: usize = 256;
@@ -160,9 +161,15 @@ async fn serve(
         realtime.settings.ping_interval_secs.max(1),
     ));
     ping.tick().await;
-    let mut heard_at = Instant::now();
+    // The timers are made once and set again only when their deadline
+    // moves: a connection may write thousands of messages a minute.
+    let silence = tokio::time::sleep(heartbeat);
+    tokio::pin!(silence);
+    let mut token_expiry = UnixTimer::new();
+    let mut cookie_expiry = UnixTimer::new();
     loop {
-        let expiry = session.next_expiry();
+        token_expiry.set(session.next_expiry());
+        cookie_expiry.set(session_expires);
         tokio::select! {
             biased;
             reason = cut_off.notified() => {
@@ -211,7 +218,7 @@ async fn serve(
                     }
                     None => break,
                 };
-                heard_at = Instant::now();
+                silence.as_mut().reset(Instant::now() + heartbeat);
                 let next = match &message {
                     Message::Text(text) => session.receive_text(text.as_str()),
                     Message::Binary(bytes) => session.receive_binary(bytes),
@@ -233,15 +240,15 @@ async fn serve(
                     break;
                 }
             }
-            _ = tokio::time::sleep_until(heard_at + heartbeat) => {
+            _ = &mut silence => {
                 let notice = system_frame(vsn, protocol::PHOENIX_TOPIC, "error", "system", "no heartbeat received; closing", None);
                 let _ = socket.send(Message::Text(notice.into())).await;
                 close_gracefully(&mut socket, protocol::CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout").await;
                 break;
             }
-            _ = sleep_until_unix(expiry), if expiry.is_some() => session.expire(unix_now()),
+            _ = token_expiry.elapsed(), if token_expiry.is_set() => session.expire(unix_now()),
             // the session cookie's own end, even when nothing was written
-            _ = sleep_until_unix(session_expires), if session_expires.is_some() => {
+            _ = cookie_expiry.elapsed(), if cookie_expiry.is_set() => {
                 let renewed = realtime.identity.session(&cookie_headers).await.ok().flatten();
                 match renewed {
                     Some(principal) if principal.session == session_key
@@ -481,13 +488,14 @@ fn change_message(vsn: Vsn, channel: &Channel, delivery: &Delivery) -> Message {
         );
         return Message::Text(notice.into());
     }
-    let text = encode_raw(
+    let text = encode_with(
         vsn,
         None,
         None,
         &channel.topic,
         protocol::POSTGRES_CHANGES,
-        &delivery.payload_json(),
+        delivery.change.payload_len(),
+        |out| delivery.write_payload(out),
     );
     Message::Text(text.into())
 }
@@ -511,8 +519,42 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-async fn sleep_until_unix(at: Option<i64>) {
-    let wait = at.map_or(0, |at| at.saturating_sub(unix_now()).max(0));
-    let wait = u64::try_from(wait).unwrap_or(0);
-    tokio::time::sleep_until(Instant::now() + Duration::from_secs(wait)).await
+/// A timer for a deadline in Unix seconds, set again only when the
+/// deadline changes or after it went off.
+struct UnixTimer {
+    at: Option<i64>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl UnixTimer {
+    fn new() -> UnixTimer {
+        UnixTimer {
+            at: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    fn set(&mut self, at: Option<i64>) {
+        if at == self.at {
+            return;
+        }
+        self.at = at;
+        if let Some(at) = at {
+            let wait = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+            self.sleep
+                .as_mut()
+                .reset(Instant::now() + Duration::from_secs(wait));
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// Waits for the deadline; once it went off, the next [`UnixTimer::set`]
+    /// sets it again from the clock (the deadline may still be the same).
+    async fn elapsed(&mut self) {
+        (&mut self.sleep).await;
+        self.at = None;
+    }
 }

@@ -71,6 +71,12 @@ impl Delivery {
         self.change
             .payload_json(&self.ids, self.visibility, self.select.as_deref())
     }
+
+    /// Appends its payload to `out`, a frame being written.
+    pub fn write_payload(&self, out: &mut String) {
+        self.change
+            .write_payload(out, &self.ids, self.visibility, self.select.as_deref())
+    }
 }
 
 /// A joined Phoenix channel on one connection.
