@@ -103,7 +103,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             resolve_session,
         ))
-        .route_layer(axum::middleware::map_response(server_fn_error_status));
+        .route_layer(axum::middleware::map_response(server_fn_error_status))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.assets.clone(),
+            assets::preload_bundle,
+        ));
     Router::new()
         .route("/api/auth/token", post(crate::auth::server::issue_token))
         .route("/healthz", get(|| async { "ok" }))

@@ -48,6 +48,13 @@ test('the bundle is served precompressed under hashed names, cached for good; pa
   expect(orders.headers()['content-encoding']).toBe('gzip');
   expect(orders.headers()['cache-control']).toBe('no-cache');
   expect(await orders.text()).toContain('data-order-id');
+  // its headers name the bundle, so the Wasm download starts before the HTML is read
+  const link = orders.headers()['link'] ?? '';
+  expect(link).toContain(`<${names[1]}>; rel=preload; as=fetch; type="application/wasm"; crossorigin`);
+  expect(link).toContain(`<${names[0]}>; rel=modulepreload`);
+  expect(link).toContain(`<${names[2]}>; rel=preload; as=style`);
+  // and the browser uses that download: the Wasm came over the network once
+  expect(bundle.filter((p) => p === names[1]).length, bundle.join(' ')).toBe(1);
 
   // a file that is not there is a 404, not a page
   expect((await request.get('/pkg/threadline.0000000000000000.wasm')).status()).toBe(404);
