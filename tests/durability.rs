@@ -12,8 +12,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::live::{Client, Incoming, LiveServer, WAIT, database_url, order_id, orders};
-use serde_json::Value;
+use common::live::{
+    Client, Incoming, LiveServer, WAIT, database_url, order_id, orders, record_text,
+};
 use sqlx::PgPool;
 use threadline::server::settings::RealtimeSettings;
 use threadline_realtime::cursor::ChangeCursor;
@@ -109,14 +110,7 @@ async fn drop_slots(pool: &PgPool, slot: &str) {
 }
 
 fn notes(event: &ChangeEvent) -> String {
-    event
-        .data
-        .record
-        .as_ref()
-        .and_then(|r| r.get("notes"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    record_text(event, "notes").to_string()
 }
 
 #[sqlx::test]
@@ -247,14 +241,7 @@ async fn a_transaction_far_larger_than_the_retention_log_streams_through(pool: P
         let (_, event) = client.next_change().await;
         assert!(event.cursor > previous);
         previous = event.cursor;
-        let text = event
-            .data
-            .record
-            .as_ref()
-            .and_then(|r| r.get("text"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let text = record_text(&event, "text").to_string();
         assert_eq!(text, format!("bulk {n}"));
     }
     // the log kept only the end of it: resuming from before it is a reset

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::live::{Client, Incoming, LiveServer, WAIT, binding, order_id, orders, set_notes};
+use common::live::{
+    Client, Incoming, LiveServer, WAIT, binding, order_id, orders, record_text, set_notes,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use threadline::server::settings::RealtimeSettings;
@@ -16,14 +18,7 @@ const ADMIN: &str = "admin@sleek.test";
 const BUYER: &str = "buyer@sleek.test";
 
 fn notes_of(event: &threadline_realtime::protocol::ChangeEvent) -> String {
-    event
-        .data
-        .record
-        .as_ref()
-        .and_then(|r| r.get("notes"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    record_text(event, "notes").to_string()
 }
 
 #[sqlx::test]
@@ -70,13 +65,7 @@ async fn a_stalled_client_is_cut_off_while_others_get_everything(pool: PgPool) {
         .expect("insert");
         for n in 1..=10 {
             let (_, change) = healthy.next_change().await;
-            let text = change
-                .data
-                .record
-                .as_ref()
-                .and_then(|r| r.get("text"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let text = record_text(&change, "text");
             assert!(
                 text.ends_with(&format!("x{n}")),
                 "transaction {transaction}: change {n} arrived in order"

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::live::{Client, LiveServer, binding};
+use common::live::{Client, LiveServer, binding, record_text};
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
@@ -425,14 +425,7 @@ async fn randomized_rights_never_leak_and_never_drop(pool: PgPool) {
     let mut barriers_seen = 0;
     while barriers_seen < people.len() {
         let (_, event) = firehose.next_change().await;
-        let text = event
-            .data
-            .record
-            .as_ref()
-            .and_then(|r| r.get("text"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let text = record_text(&event, "text").to_string();
         barriers_seen += usize::from(event.data.kind == ChangeKind::Update && text == "barrier");
         everything.push(event);
     }
@@ -450,13 +443,7 @@ async fn randomized_rights_never_leak_and_never_drop(pool: PgPool) {
     let mut switches: Vec<(ChangeCursor, Uuid)> = Vec::new();
     let mut sign_outs: HashMap<usize, ChangeCursor> = HashMap::new();
     for event in &everything {
-        let text = event
-            .data
-            .record
-            .as_ref()
-            .and_then(|r| r.get("text"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let text = record_text(event, "text");
         if event.data.kind != ChangeKind::Insert || event.data.table != "notifications" {
             continue;
         }

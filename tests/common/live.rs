@@ -350,6 +350,17 @@ pub async fn set_notes(pool: &PgPool, order: uuid::Uuid, notes: &str) {
         .expect("update");
 }
 
+/// A column of a change's new row as text ("" when absent or not text).
+pub fn record_text<'e>(event: &'e ChangeEvent, column: &str) -> &'e str {
+    event
+        .data
+        .record
+        .as_ref()
+        .and_then(|r| r.get(column))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 pub fn orders(filter: Option<&str>) -> Value {
     binding("*", "orders", filter)
 }
