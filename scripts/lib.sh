@@ -74,6 +74,14 @@ ensure_node_packages() { # ensure_node_packages <dir>
 # PostgreSQL refuses to run as root, so as root the embedded cluster runs as
 # the postgres user, which must be able to reach the data folder. When the
 # project sits somewhere it cannot enter (a root-only home), use a folder it can.
+bench_slot() { # bench_slot <prefix> <database-url>: a replication slot name of
+  # that database's own, so a benchmark server never finds the slot another
+  # database's run left behind (or a dev server's, which has the default name)
+  local db=${2##*/}
+  db=${db%%\?*}
+  printf '%s_%s' "$1" "$db" | tr -c 'a-zA-Z0-9_' '_' | tr 'A-Z' 'a-z' | cut -c1-59
+}
+
 choose_data_dir() { # choose_data_dir <default-dir> -> sets THREADLINE_DATA_DIR
   local wanted=$1
   if [ -n "${THREADLINE_DATA_DIR:-}" ]; then return 0; fi

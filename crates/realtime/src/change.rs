@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 
 use crate::access::{Audience, Viewer};
 use crate::cursor::ChangeCursor;
-
 use crate::protocol::{ChangeKind, json_string, push_json_string};
 
 /// A published table as logical decoding describes it.
@@ -248,7 +247,7 @@ impl Change {
         visibility: Visibility,
         select: Option<&[String]>,
     ) -> String {
-        let mut out = String::with_capacity(self.data_json.len().saturating_add(64));
+        let mut out = String::with_capacity(self.payload_len());
         self.write_payload(&mut out, ids, visibility, select);
         out
     }
